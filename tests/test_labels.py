@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from conftest import gpt2_files
+from neogen.errors import NeogenError
+from neogen.labels import LabelCodec
+
+
+def test_single_token_labels_keep_their_token(gpt2_bpe):
+    codec = LabelCodec.fit(["Physics", "Biology", "Chemistry", "Biology"], gpt2_bpe)
+    assert codec.labels == ["Biology", "Chemistry", "Physics"]
+    assert codec.completions == [" Biology", " Chemistry", " Physics"]
+    assert codec.token_ids == [gpt2_bpe(c, add_special_tokens=False)["input_ids"][0] for c in codec.completions]
+    assert codec.aliases == {}
+    assert codec.index("Physics") == 2 and codec.index(" Physics") == 2
+
+
+def test_student_question_subjects_on_gpt_neo(gpt2_bpe):
+    # " Maths" is two GPT-2 tokens (" Math", "s"): it is served by its first token.
+    codec = LabelCodec.fit(["Biology", "Chemistry", "Maths", "Physics"], gpt2_bpe)
+    assert codec.aliases == {"Maths": " Math"}
+    assert codec.token_ids[2] == 16320
+    assert codec.index("Maths") == codec.index(" Math") == 2
+
+
+def test_multi_token_label_gets_deterministic_single_token_alias(gpt2_bpe):
+    labels = ["World", "Sports", "Business", "Sci/Tech"]
+    assert len(gpt2_bpe(" Sci/Tech", add_special_tokens=False)["input_ids"]) > 1
+    codec = LabelCodec.fit(labels, gpt2_bpe)
+    assert set(codec.aliases) == {"Sci/Tech"}
+    alias = codec.aliases["Sci/Tech"]
+    assert alias == " Sci"  # the label's own first token
+    assert len(gpt2_bpe(alias, add_special_tokens=False)["input_ids"]) == 1
+    assert len(set(codec.token_ids)) == 4
+    assert LabelCodec.fit(list(reversed(labels)), gpt2_bpe) == codec
+    assert codec.index("Sci/Tech") == codec.index(" Sci")
+
+
+def test_labels_sharing_a_first_token_get_distinct_aliases(gpt2_bpe):
+    labels = ["Sci/Tech", "Sci-Fi", "Science"]
+    codec = LabelCodec.fit(labels, gpt2_bpe)
+    assert len(set(codec.token_ids)) == 3
+    assert " Science" in codec.completions  # a one-token label is never displaced by an alias
+    for completion, token_id in zip(codec.completions, codec.token_ids, strict=True):
+        assert gpt2_bpe(completion, add_special_tokens=False)["input_ids"] == [token_id]
+        assert completion.startswith(" ")
+
+
+def test_many_labels_all_get_distinct_tokens(gpt2_bpe):
+    labels = [f"class_{i:03d}" for i in range(120)]
+    codec = LabelCodec.fit(labels, gpt2_bpe)
+    assert len(set(codec.token_ids)) == 120
+    assert len(codec.aliases) == 120
+
+
+def test_codec_round_trips_through_json(tmp_path, gpt2_bpe):
+    codec = LabelCodec.fit(["World", "Sports", "Business", "Sci/Tech"], gpt2_bpe)
+    codec.save(tmp_path / "labels.json")
+    data = json.loads((tmp_path / "labels.json").read_text())
+    assert data["aliases"] == {"Sci/Tech": " Sci"}
+    assert LabelCodec.load(tmp_path / "labels.json", gpt2_bpe) == codec
+
+
+def test_codec_refuses_a_different_tokenizer(tmp_path, gpt2_bpe):
+    from transformers import GPT2Tokenizer
+
+    codec = LabelCodec.fit(["Biology", "Physics"], gpt2_bpe)
+    codec.save(tmp_path / "labels.json")
+    vocab = dict(gpt2_bpe.get_vocab())
+    # Same merges, but two tokens swap ids: the labels would silently mean something else.
+    a, b = codec.token_ids
+    inverse = {v: k for k, v in vocab.items()}
+    vocab[inverse[a]], vocab[inverse[b]] = b, a
+    other = GPT2Tokenizer(vocab=vocab, merges=gpt2_files()[1])
+    with pytest.raises(NeogenError, match="different tokenizer"):
+        LabelCodec.load(tmp_path / "labels.json", other)
+
+
+def test_codec_needs_two_labels(gpt2_bpe):
+    with pytest.raises(NeogenError, match="at least two"):
+        LabelCodec.fit(["only"], gpt2_bpe)

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from conftest import write_csv
+from neogen.errors import DataError
+from neogen.read import detect_columns, load_examples, read_records
+
+
+def test_csv_with_named_columns_keeps_lines(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [("multi\nline text", "a"), ("second", "b")], header=("eng", "Subject"))
+    examples, choice = load_examples(path, "eng", "Subject")
+    assert [(e.text, e.label, e.line) for e in examples] == [("multi\nline text", "a", 2), ("second", "b", 4)]
+    assert choice.reason == "columns named by the user"
+
+
+def test_detects_text_and_label_columns_and_says_why(tmp_path):
+    rows = [("x" if i % 2 else "y", f"a fairly long question number {i} about things", str(i)) for i in range(20)]
+    path = tmp_path / "d.tsv"
+    path.write_text("label\tquestion\tid\n" + "".join("\t".join(r) + "\n" for r in rows))
+    examples, choice = load_examples(path)
+    assert (choice.text, choice.label) == ("question", "label")
+    assert "longest values" in choice.reason and "fewest distinct values (2)" in choice.reason
+    assert examples[0].label == "y"
+
+
+def test_jsonl_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"text": "one", "label": "a"}, {"text": "two", "label": "b"}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.parquet"):
+        examples, _ = load_examples(tmp_path / name, "text", "label")
+        assert [(e.text, e.label, e.line) for e in examples] == [("one", "a", 1), ("two", "b", 2)]
+
+
+def test_prompt_completion_jsonl(tmp_path):
+    rows = [{"prompt": "What is DNA?\n\n###\n\n", "completion": " Biology"},
+            {"prompt": "What is 2+2?\n\n###\n\n", "completion": " Maths", "label": "Maths"}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    examples, choice = load_examples(tmp_path / "p.jsonl")
+    assert choice.prompt_completion
+    assert [(e.text, e.label) for e in examples] == [("What is DNA?", "Biology"), ("What is 2+2?", "Maths")]
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "ok", "label": "a"}\n{"text": "broken", \n')
+    with pytest.raises(DataError) as err:
+        list(read_records(path))
+    assert err.value.line == 2 and str(path) in str(err.value) and "fix:" in str(err.value)
+
+
+def test_wrong_field_count_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("text,label\nfine,a\ntoo,many,fields\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: expected 2 fields"):
+        list(read_records(path))
+
+
+def test_missing_label_is_an_error_not_a_drop(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [("one", "a"), ("two", ""), ("three", "b")])
+    with pytest.raises(DataError, match=r"d.csv:3: no label"):
+        load_examples(path, "text", "label")
+
+
+def test_unknown_column_and_file_type(tmp_path):
+    path = write_csv(tmp_path / "d.csv", [("one", "a"), ("two", "b")])
+    with pytest.raises(DataError, match="no text column 'body'"):
+        load_examples(path, "body", None)
+    with pytest.raises(DataError, match="unknown file type"):
+        list(read_records(tmp_path / "d.xlsx"))
+    with pytest.raises(DataError, match="file not found"):
+        list(read_records(tmp_path / "missing.csv"))
+
+
+def test_detect_columns_needs_a_label_column(tmp_path):
+    records = [(i + 2, {"text": f"text {i}"}) for i in range(3)]
+    with pytest.raises(DataError, match="no label column"):
+        detect_columns(tmp_path / "d.csv", records)

@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from neogen.errors import ConfigError
+from neogen.recipe import Recipe, apply_overrides, load_recipe, recipe_help
+
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    names = {p.stem for p in RECIPES}
+    assert {"quickstart", "gpt-neo-125m", "gpt-neo-1.3b", "gpt-neo-2.7b-4bit"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates_and_names_its_command(path: Path):
+    text = path.read_text()
+    assert f"neogen train recipes/{path.name}" in text.split("\n\n")[0]
+    recipe = load_recipe(path, ["data.train=somewhere.csv"])
+    assert recipe.output_dir.startswith("runs/")
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        Recipe.from_dict({"train": {"epochz": 1, "lr": -1, "batch_size": "big"}, "lora": {"r": 0},
+                          "model": {"quantization": "3bit"}})
+    message = str(err.value)
+    for expected in ("train.epochz: unknown key; did you mean 'train.epochs'?", "train.batch_size: expected int",
+                     "lora.r: must be >= 1", "model.quantization", "data.train: a training file is required"):
+        assert expected in message
+    assert len(err.value.problems) >= 5
+
+
+def test_overrides_are_typed_and_round_trip(tmp_path):
+    data = apply_overrides({}, ["data.train=x.csv", "train.epochs=2", "lora.target_modules=[q_proj, v_proj]",
+                                "model.quantization=null", "data.shuffle=true"])
+    recipe = Recipe.from_dict(data)
+    assert recipe.train.epochs == 2.0 and isinstance(recipe.train.epochs, float)
+    assert recipe.lora.target_modules == ["q_proj", "v_proj"] and recipe.data.shuffle is True
+    recipe.save(tmp_path / "r.yaml")
+    assert load_recipe(tmp_path / "r.yaml") == recipe
+    assert yaml.safe_load((tmp_path / "r.yaml").read_text())["train"]["epochs"] == 2.0
+
+
+def test_bad_override_and_missing_file():
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_recipe("nope.yaml")
+
+
+def test_help_lists_every_key():
+    text = recipe_help()
+    for key in ("model.name", "lora.r", "data.text_column", "train.max_length", "output_dir"):
+        assert key in text
