@@ -37,13 +37,23 @@ class PromptEncoder:
 
     def text_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of the stripped texts, before truncation."""
-        return self.tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
+        if not texts:
+            return []
+        return self.tokenizer([strip_text(t, self.separator) for t in texts], add_special_tokens=False)["input_ids"]
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         """Prompt ids for each text; the text is cut to fit max_length, the separator always stays whole."""
         return [self.prefix_ids + ids[: self.max_text_tokens] + self.separator_ids for ids in self.text_ids(texts)]
 
 
+def strip_text(text: str, separator: str = SEPARATOR) -> str:
+    """The text without surrounding whitespace or a trailing separator (an OpenAI-style prompt is accepted as is)."""
+    text = text.strip()
+    if text.endswith(separator.strip()):
+        text = text[: -len(separator.strip())].rstrip()
+    return text
+
+
 def prompt_text(text: str, separator: str = SEPARATOR) -> str:
     """The prompt as text, as it is written to OpenAI-style JSONL."""
-    return text.strip() + separator
+    return strip_text(text, separator) + separator

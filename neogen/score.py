@@ -38,15 +38,11 @@ def _open(path: str, mode: str) -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
-def _text_of(record: Any, text_field: str, separator: str) -> str:
-    """The text to classify, from `text_field` or, failing that, an OpenAI-style `prompt`."""
+def _text_of(record: Any, text_field: str) -> str:
+    """The text to classify, from `text_field` or, failing that, an OpenAI-style `prompt` (separator and all)."""
     if not isinstance(record, dict):
         raise ValueError("line is not a JSON object")
-    value = record.get(text_field)
-    if value is None and "prompt" in record:
-        value = record["prompt"]
-        if isinstance(value, str) and value.endswith(separator):
-            value = value[: -len(separator)]
+    value = record.get(text_field, record.get("prompt"))
     if value is None:
         raise KeyError(f"no '{text_field}' field (keys: {sorted(record)[:8]})")
     if not isinstance(value, str):
@@ -84,7 +80,7 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "t
                     stats.read += 1
                     try:
                         record = json.loads(line)
-                        texts.append(_text_of(record, text_field, classifier.codec.separator))
+                        texts.append(_text_of(record, text_field))
                         records.append(record)
                     except (ValueError, KeyError, TypeError) as e:
                         reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e).strip("'\"")

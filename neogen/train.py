@@ -55,7 +55,7 @@ def load_splits(data: DataConfig) -> tuple[dict[str, list[Example]], dict[str, A
     for name in ("valid", "test"):
         path = getattr(data, name)
         if path:
-            extra, _ = load_examples(path, data.text_column or choice.text, data.label_column or choice.label)
+            extra, _ = load_examples(path, data.text_column, data.label_column)
             splits[name], _ = clean(extra)
     return splits, {"choice": choice, "cleaning": cleaning}
 
@@ -208,6 +208,7 @@ def train(recipe: Recipe) -> Path:
         report_to=[],
         seed=t.seed,
         dataloader_num_workers=0,
+        disable_tqdm=False,  # the CLI quiets transformers logging, which would otherwise hide the bar
     )
     trainer = _trainer_class()(
         model=model, args=args,

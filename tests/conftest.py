@@ -82,3 +82,21 @@ def toy_rows(n_per_class: int = 12) -> list[tuple[str, str]]:
             w = vocab.split()
             rows.append((f"question {i}: what about the {w[i % 3]} and the {w[(i + 1) % 3]}?", label))
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_neo: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory trained briefly on toy data with the tiny GPT-Neo (shared by inference tests)."""
+    from neogen.recipe import Recipe
+    from neogen.train import train
+
+    tmp = tmp_path_factory.mktemp("tiny-run")
+    csv = write_csv(tmp / "toy.csv", toy_rows(12))
+    recipe = Recipe.from_dict({
+        "model": {"name": tiny_neo}, "lora": {"r": 4, "alpha": 8},
+        "data": {"train": str(csv), "test_ratio": 0.25, "stratify": True},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 5e-3, "max_length": 32, "precision": "fp32",
+                  "eval_batch_size": 4},
+        "output_dir": str(tmp / "run"),
+    })
+    return train(recipe)

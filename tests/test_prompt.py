@@ -39,3 +39,9 @@ def test_max_length_must_leave_room_for_text(gpt2_bpe):
 
 def test_prompt_text_is_openai_format():
     assert prompt_text("  Why is the sky blue? \n") == "Why is the sky blue?\n\n###\n\n"
+
+
+def test_an_openai_prompt_is_not_given_a_second_separator(gpt2_bpe):
+    enc = PromptEncoder(gpt2_bpe, max_length=64)
+    assert enc(["Why is the sky blue?\n\n###\n\n"]) == enc(["Why is the sky blue?"])
+    assert prompt_text(prompt_text("Why?")) == prompt_text("Why?")

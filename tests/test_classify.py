@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+import neogen
+from neogen.classify import Classifier
+from neogen.errors import NeogenError
+
+TEXTS = ["what is a cell", "a much longer question about the angle, the prime and the sum of things", "volt?",
+         "acid and atom and bond and more acid", "lens", "force " * 40]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_run) -> Classifier:
+    return Classifier.load(tiny_run, batch_size=2)
+
+
+def test_classify_keeps_the_input_shape(clf):
+    one = clf.classify("what is a cell")
+    assert isinstance(one, str) and one in clf.labels
+    many = clf.classify(TEXTS)
+    assert isinstance(many, list) and len(many) == len(TEXTS) and set(many) <= set(clf.labels)
+    assert clf.classify([]) == []
+
+
+def test_batching_and_sorting_do_not_change_scores(clf):
+    together = clf.predict_proba(TEXTS)
+    assert together.probs.shape == (len(TEXTS), 4) and together.label_mass.shape == (len(TEXTS),)
+    np.testing.assert_allclose(together.probs.sum(axis=1), 1.0, atol=1e-6)
+    assert ((together.label_mass > 0) & (together.label_mass <= 1)).all()
+    for i, text in enumerate(TEXTS):
+        alone = clf.predict_proba([text])
+        np.testing.assert_allclose(alone.probs[0], together.probs[i], atol=1e-5)
+        np.testing.assert_allclose(alone.label_mass[0], together.label_mass[i], rtol=1e-4)
+
+
+def test_scores_are_restricted_softmax_of_label_logits(clf):
+    import torch
+
+    row = clf.scores("what is a cell")
+    assert set(row) == {"label", "scores", "label_mass"} and list(row["scores"]) == clf.labels
+    ids = clf.encoder(["what is a cell"])[0]
+    with torch.no_grad():
+        logits = clf.model(torch.tensor([ids])).logits[0, -1]  # (V,) plain forward, no batching
+    expected = torch.softmax(logits[clf.codec.token_ids], -1).numpy()
+    np.testing.assert_allclose(list(row["scores"].values()), expected, atol=1e-5)
+    assert row["label"] == clf.labels[int(expected.argmax())]
+    assert row["label_mass"] == pytest.approx(float(torch.softmax(logits, -1)[clf.codec.token_ids].sum()), rel=1e-4)
+
+
+def test_top_level_classify(tiny_run):
+    assert neogen.classify(["lens", "cell"], model=tiny_run) == Classifier.load(tiny_run).classify(["lens", "cell"])
+    assert isinstance(neogen.classify("lens", model=tiny_run), str)
+
+
+def test_unmerged_adapter_gives_the_same_answers(tiny_run, clf):
+    unmerged = Classifier.load(tiny_run, merge=False)
+    np.testing.assert_allclose(unmerged.predict_proba(TEXTS).probs, clf.predict_proba(TEXTS).probs, atol=1e-5)
+
+
+def test_incomplete_run_dir(tmp_path):
+    with pytest.raises(NeogenError, match="not a complete neogen run"):
+        Classifier.load(tmp_path)

@@ -1,0 +1,88 @@
+"""The real `neogen` command, run as a user runs it, on the tiny GPT-Neo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, toy_rows, write_csv
+
+
+def neogen(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "neogen.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
+                          text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"neogen {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_neo, tmp_path_factory):
+    """prepare, then train the quickstart recipe on the prepared files with the tiny model."""
+    tmp = tmp_path_factory.mktemp("cli")
+    csv = write_csv(tmp / "toy.csv", [(t, lab) for t, lab in toy_rows(12)], header=("question", "subject"))
+    prep = neogen("prepare", str(csv), "--out", str(tmp / "prepared"), "--model", tiny_neo, "--test-ratio", "0.25",
+                  "--stratify")
+    assert "label column 'subject'" in prep.stdout and "Maths" in prep.stdout and "' Math'" in prep.stdout
+    neogen("train", "recipes/quickstart.yaml", f"model.name={tiny_neo}", f"data.train={tmp}/prepared/train.jsonl",
+           f"data.test={tmp}/prepared/test.jsonl", "data.text_column=null", "data.label_column=null",
+           "data.test_ratio=0", "data.stratify=false", "lora.r=4", "train.max_length=32", "train.precision=fp32",
+           f"output_dir={tmp}/run")
+    return tmp
+
+
+def test_prepare_writes_openai_jsonl(cli_run):
+    lines = (cli_run / "prepared" / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 36
+    row = json.loads(lines[0])
+    assert row["prompt"].endswith("\n\n###\n\n") and row["completion"].startswith(" ")
+    report = json.loads((cli_run / "prepared" / "report.json").read_text())
+    assert report["rows"] == {"train": 36, "valid": 0, "test": 12}
+
+
+def test_train_run_dir_and_results(cli_run):
+    results = json.loads((cli_run / "run" / "results.json").read_text())
+    assert results["test"]["n"] == 12 and 0 <= results["test"]["accuracy"] <= 1
+
+
+def test_classify_score_and_eval_agree(cli_run):
+    run, test = cli_run / "run", cli_run / "prepared" / "test.jsonl"
+    rows = [json.loads(line) for line in test.read_text().splitlines()]
+    texts = [r["prompt"].removesuffix("\n\n###\n\n") for r in rows]
+
+    classified = [json.loads(line) for line in neogen("classify", str(run), *texts).stdout.splitlines()]
+    scored_out = neogen("score", str(run), str(test), "-", "--text-field", "prompt", "--no-progress").stdout
+    scored = [json.loads(line) for line in scored_out.splitlines()]
+    neogen("eval", str(run), str(test), "--out", str(cli_run / "ev"))
+    metrics = json.loads((cli_run / "ev" / "metrics.json").read_text())
+
+    assert [c["label"] for c in classified] == [s["label"] for s in scored]
+    for c, s in zip(classified, scored, strict=True):
+        assert c["scores"] == pytest.approx(s["scores"], abs=1e-5)
+        assert sum(s["scores"].values()) == pytest.approx(1.0, abs=1e-6)
+    accuracy = sum(s["label"] == r["label"] for s, r in zip(scored, rows, strict=True)) / len(rows)
+    assert metrics["accuracy"] == pytest.approx(accuracy)
+    assert (cli_run / "ev" / "confusion_matrix.png").exists() and (cli_run / "ev" / "roc_curves.png").exists()
+
+
+def test_score_reads_stdin(cli_run):
+    out = neogen("score", str(cli_run / "run"), "-", "-", "--no-progress", stdin='{"text": "lens"}\n{"text": "x"}\n')
+    assert [json.loads(line)["text"] for line in out.stdout.splitlines()] == ["lens", "x"]
+
+
+def test_errors_are_one_clear_line(cli_run):
+    bad = neogen("train", "recipes/quickstart.yaml", "train.epochz=2", "lora.r=0", check=False)
+    assert bad.returncode == 2
+    assert "did you mean 'train.epochs'" in bad.stderr and "lora.r: must be >= 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    (cli_run / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
+    bad = neogen("score", str(cli_run / "run"), str(cli_run / "bad.jsonl"), str(cli_run / "o.jsonl"), check=False)
+    assert bad.returncode == 2 and "bad.jsonl:2:" in bad.stderr and "--rejects" in bad.stderr
+
+
+def test_help_recipe_lists_keys():
+    out = neogen("train", "--help-recipe").stdout
+    assert "train.max_length" in out and "lora.target_modules" in out

