@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from conftest import STUDENT_QUESTIONS
 from test_cli import neogen
 

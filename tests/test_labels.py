@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import gpt2_files
+
 from neogen.errors import NeogenError
 from neogen.labels import LabelCodec
 

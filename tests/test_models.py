@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neogen.errors import NeogenError
-from neogen.models import SMOLLM2, LORA_TARGETS, load_model, lora_targets, materialize, resolve
+from neogen.models import LORA_TARGETS, SMOLLM2, load_model, lora_targets, materialize, resolve
 
 
 def test_resolve_local_dir_hub_id_and_errors(tiny_neo, tmp_path):

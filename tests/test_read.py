@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from conftest import write_csv
+
 from neogen.errors import DataError
 from neogen.read import detect_columns, load_examples, read_records
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from neogen.errors import ConfigError
 from neogen.recipe import Recipe, apply_overrides, load_recipe, recipe_help
 
@@ -46,7 +46,7 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
 
 
 def test_bad_override_and_missing_file():
-    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
         apply_overrides({}, ["train.epochs"])
     with pytest.raises(ConfigError, match="recipe file not found"):
         load_recipe("nope.yaml")

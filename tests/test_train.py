@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import toy_rows, write_csv
+
 from neogen.errors import DataError
 from neogen.recipe import Recipe
 from neogen.train import CompletionCollator, _trainer_class, train
@@ -19,11 +19,12 @@ def test_loss_is_the_causal_lm_loss_of_the_completion_token_only(tiny_neo):
     classes = [1, 0]
     trainer = _trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
                                label_token_ids=label_token_ids)
-    batch = CompletionCollator(pad_id=50256)([{"input_ids": p, "labels": c} for p, c in zip(prompts, classes)])
+    features = [{"input_ids": p, "labels": c} for p, c in zip(prompts, classes, strict=True)]
+    batch = CompletionCollator(pad_id=50256)(features)
     ours = trainer.compute_loss(model, batch)
 
     losses = []
-    for prompt, cls in zip(prompts, classes):
+    for prompt, cls in zip(prompts, classes, strict=True):
         ids = torch.tensor([[*prompt, label_token_ids[cls]]])
         labels = torch.tensor([[-100] * len(prompt) + [label_token_ids[cls]]])
         losses.append(model(input_ids=ids, labels=labels).loss)
