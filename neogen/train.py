@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -222,6 +221,8 @@ def train(recipe: Recipe) -> Path:
     start = time.perf_counter()
     result = trainer.train()
     train_seconds = time.perf_counter() - start
+    if not trainer.is_world_process_zero():
+        return run_dir  # under torchrun, rank 0 alone writes the adapter and evaluates
     model.save_pretrained(run_dir / ADAPTER_DIR)
     _keep_last_checkpoint(run_dir, trainer)
 
@@ -260,6 +261,3 @@ def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:
         if (checkpoints[-1] / name).exists():
             shutil.copy2(checkpoints[-1] / name, last / name)
 
-
-def np_seed_everything(seed: int) -> None:
-    np.random.seed(seed)

@@ -1,0 +1,169 @@
+"""Quality: neogen against TF-IDF + logistic regression and a classification-head model, on the same splits.
+
+  tfidf      TF-IDF word 1-2 grams (sublinear tf) + logistic regression (C=10), scikit-learn.
+  head       AutoModelForSequenceClassification on the same base model: LoRA on the same modules plus a trained
+             score head over the last token's hidden state (the GPT-2 sequence-classification tutorial's way),
+             the same epochs, batch size, learning rate, max length and precision as neogen's recipe.
+  neogen     `neogen train` with the recipe, on the same files.
+
+    python bench/quality.py student --json bench/results/quality-student.json
+    python bench/quality.py trec6 --json bench/results/quality-trec6.json
+
+Data sets (from ../shared/data): `student` = student questions, first 80% train / last 20% test, unshuffled, as in
+the GPT-Neo tutorial; `trec6` = TREC coarse classes, the 5,452 training questions / the 500 TREC-10 test questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import SHARED_DATA, cpu_model, read_trec
+
+from neogen.evaluate import classification_metrics
+from neogen.prepare import clean, split
+from neogen.read import Example, load_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss")
+
+
+def write_csv(path: Path, examples: list[Example]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows((ex.text, ex.label) for ex in examples)
+    return path
+
+
+def splits(name: str, folder: Path) -> dict[str, Path]:
+    """Train and test CSV files (text,label) for a data set, written into folder."""
+    if name == "student":
+        path = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
+        examples, _ = load_examples(path, "eng", "Subject")
+        parts = split(clean(examples)[0], test_ratio=0.2)
+    else:
+        parts = {}
+        for part, file in (("train", "train_5500.label"), ("test", "TREC_10.label")):
+            texts, labels = read_trec(SHARED_DATA / "trec" / file)
+            parts[part] = [Example(t, lab, file, i + 1) for i, (t, lab) in enumerate(zip(texts, labels, strict=True))]
+    return {part: write_csv(folder / f"{part}.csv", parts[part]) for part in ("train", "test")}
+
+
+def tfidf(files: dict[str, Path]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    train, _ = load_examples(files["train"], "text", "label")
+    test, _ = load_examples(files["test"], "text", "label")
+    labels = sorted({ex.label for ex in train})
+    start = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    model = LogisticRegression(max_iter=2000, C=10.0).fit(vectorizer.fit_transform([ex.text for ex in train]),
+                                                          [labels.index(ex.label) for ex in train])
+    probs = model.predict_proba(vectorizer.transform([ex.text for ex in test]))
+    metrics = classification_metrics([labels.index(ex.label) for ex in test], np.asarray(probs), labels)
+    return {k: metrics[k] for k in KEYS} | {"train_seconds": time.perf_counter() - start}
+
+
+def head(files: dict[str, Path], recipe_path: str, overrides: list[str]) -> dict[str, Any]:
+    """LoRA + a score head on the recipe's base model, trained with the recipe's settings on the Trainer."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from neogen.models import default_device, load_tokenizer, lora_targets, materialize, resolve
+    from neogen.recipe import load_recipe
+    from neogen.train import resolve_precision
+
+    recipe = load_recipe(recipe_path, overrides)
+    t = recipe.train
+    torch.manual_seed(t.seed)
+    train, _ = load_examples(files["train"], "text", "label")
+    test, _ = load_examples(files["test"], "text", "label")
+    labels = sorted({ex.label for ex in train})
+    tokenizer = load_tokenizer(recipe.model.name)
+    device = default_device()
+    precision = resolve_precision(t.precision, device)
+    model = AutoModelForSequenceClassification.from_pretrained(materialize(resolve(recipe.model.name)),
+                                                               num_labels=len(labels), dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    targets = recipe.lora.target_modules or lora_targets(model)
+    model = get_peft_model(model, LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha,
+                                             lora_dropout=recipe.lora.dropout, target_modules=targets,
+                                             task_type="SEQ_CLS"))
+
+    def dataset(examples: list[Example]) -> Dataset:
+        enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=t.max_length)
+        return Dataset.from_dict({**enc, "labels": [labels.index(ex.label) for ex in examples]})
+
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=t.epochs,
+                             per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+                             learning_rate=t.lr, warmup_steps=t.warmup, lr_scheduler_type=t.scheduler,
+                             bf16=precision == "bf16", use_cpu=device.type == "cpu", save_strategy="no",
+                             report_to=[], seed=t.seed, train_sampling_strategy="group_by_length",
+                             disable_tqdm=True, logging_steps=10_000)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset(train),
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    logits = trainer.predict(dataset(test)).predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
+    metrics = classification_metrics([labels.index(ex.label) for ex in test], probs, labels)
+    return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds}
+
+
+def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "neogen.cli", "-q", "train", recipe_path, f"data.train={files['train']}",
+           f"data.test={files['test']}", "data.text_column=text", "data.label_column=label", "data.test_ratio=0",
+           "data.valid_ratio=0", *overrides, f"output_dir={out}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    results = json.loads((out / "results.json").read_text())
+    return results["test"] | {"train_seconds": results["train_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=["student", "trec6"])
+    parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
+                        help="neogen recipe; its model, LoRA and training settings serve the head model too")
+    parser.add_argument("--methods", default="tfidf,head,neogen")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for head and neogen")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{args.dataset}-"))
+    files = splits(args.dataset, folder)
+    results: dict[str, Any] = {}
+    for method in args.methods.split(","):
+        if method == "tfidf":
+            results[method] = tfidf(files)
+        elif method == "head":
+            results[method] = head(files, args.recipe, args.overrides)
+        else:
+            results[method] = neogen(files, args.recipe, args.overrides, folder / "run")
+        print(f"{method}: " + json.dumps(results[method]), flush=True)
+    print(f"\n{args.dataset} ({cpu_model()}; recipe {args.recipe} {' '.join(args.overrides)})")
+    print(f"{'method':<8} {'accuracy':>9} {'macro-F1':>9} {'ROC AUC':>8} {'log loss':>9} {'train s':>8}")
+    for method, r in results.items():
+        print(f"{method:<8} {r['accuracy']:>9.4f} {r['macro_f1']:>9.4f} {r['roc_auc']:>8.4f} {r['log_loss']:>9.4f} "
+              f"{r['train_seconds']:>8.0f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "machine": cpu_model(), "recipe": args.recipe,
+                                               "overrides": args.overrides, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Scoring speed: neogen's batched constrained scoring against `generate` with one new token, in one run.
+
+The same model, texts, prompt token ids (neogen's PromptEncoder) and thread count serve three methods:
+
+  (a) neogen      Classifier.predict_proba: length-sorted, right-padded batches; one forward pass per batch, the
+                  vocabulary projection only at each prompt's last position, no KV cache.
+  (b) naive       model.generate one text at a time with max_new_tokens=1, do_sample=False, output_scores=True:
+                  the label tokens' log-probabilities from scores[0] (the temperature 0 / max_tokens 1 / logprobs
+                  recipe), class scores = softmax over them.
+  (c) batched     model.generate on batches of the same size as (a), left-padded by hand with an attention mask,
+                  in input order (--generate-order sorted gives it neogen's length sorting too).
+
+Each method is warmed up once on a few texts, then timed on all of them. The script checks that the three give the
+same labels and reports the largest score difference, measures the machine's matmul peak (square matmul, same
+dtype and threads) and neogen's achieved FLOP/s = 2 x non-embedding parameters x real prompt tokens / wall time.
+The base model is used as is (no adapter): speed and agreement do not depend on training.
+
+    # the real measurement: SmolLM2-135M, 1000 TREC questions, fp32, all threads
+    python bench/scoring.py --json bench/scoring-smollm2-fp32.json
+    # bf16 autocast (neogen and generate alike; the peak is then a bf16 matmul)
+    python bench/scoring.py --precision bf16 --json bench/scoring-smollm2-bf16.json
+    # GPT-Neo-125M shape, random weights, real GPT-2 BPE (no download)
+    python bench/scoring.py --model gpt-neo-125m-random --json bench/scoring-gptneo-fp32.json
+    # smoke tests (seconds)
+    python bench/scoring.py --model gpt-neo-125m-random --rows 16
+    python bench/scoring.py --rows 8 --skip-naive --peak-size 1024
+
+Time on an otherwise idle machine: when another process holds cores, torch's threads wait on each other and every
+figure (the peak too) drops several-fold; with --threads 1 the figures stay sane but describe one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, non_embedding_parameters, read_trec
+
+from neogen.classify import Classifier
+from neogen.labels import LabelCodec
+from neogen.prompt import PromptEncoder
+
+T = TypeVar("T")
+
+DEFAULT_DATA = SHARED_DATA / "trec" / "train_5500.label"
+LEFT_OUT = ("attention score and value matmuls (QK^T, AV), the LM-head row at each prompt's last position, "
+            "padding tokens, norms/activations/softmax")
+
+
+# ---------------------------------------------------------------------------------------------------------- inputs
+
+
+
+
+
+
+
+
+
+
+
+# ---------------------------------------------------------------------------------------------------------- timing
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float, float]:
+    """fn()'s result, its wall time and this process's CPU time (all threads), in seconds."""
+    sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    sync(device)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def matmul_peak(dtype: torch.dtype, size: int, reps: int, device: torch.device) -> dict[str, float]:
+    """FLOP/s of a size x size matmul in `dtype`: best and mean over `reps` after one warm-up."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    flop = 2.0 * size**3
+    with torch.inference_mode():
+        torch.mm(a, b)
+        rates = [flop / timed(lambda: torch.mm(a, b), device)[1] for _ in range(reps)]
+    return {"best": max(rates), "mean": float(np.mean(rates))}
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context neogen uses for fp32 weights: bf16 autocast, or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------------- methods
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) input ids and attention mask, padding on the left (what `generate` expects of decoder-only models)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def generate_scores(model: Any, ids: torch.Tensor, mask: torch.Tensor, label_ids: torch.Tensor,
+                    pad_id: int) -> np.ndarray:
+    """(B, K) class scores from one greedy generated token: softmax over the label tokens' log-probabilities."""
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=1, do_sample=False, output_scores=True,
+                         return_dict_in_generate=True, pad_token_id=pad_id)
+    logprobs = torch.log_softmax(out.scores[0].float(), dim=-1)[:, label_ids]  # (B, K)
+    return torch.softmax(logprobs, dim=-1).cpu().double().numpy()
+
+
+def score_one_by_one(model: Any, prompts: list[list[int]], label_ids: torch.Tensor, pad_id: int,
+                     precision: str) -> np.ndarray:
+    """Method (b): `generate` on one prompt at a time."""
+    device = label_ids.device
+    rows = []
+    with torch.inference_mode(), autocast(precision, device):
+        for prompt in prompts:
+            ids = torch.tensor([prompt], dtype=torch.long, device=device)
+            rows.append(generate_scores(model, ids, torch.ones_like(ids), label_ids, pad_id))
+    return np.concatenate(rows)
+
+
+def score_batched(model: Any, prompts: list[list[int]], label_ids: torch.Tensor, pad_id: int, precision: str,
+                  batch_size: int, sort: bool = False) -> np.ndarray:
+    """Method (c): `generate` on left-padded batches, in input order (or longest first with `sort`)."""
+    device = label_ids.device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i])) if sort else list(range(len(prompts)))
+    probs = np.zeros((len(prompts), len(label_ids)), dtype=np.float64)
+    with torch.inference_mode(), autocast(precision, device):
+        for start in range(0, len(order), batch_size):
+            batch = order[start: start + batch_size]
+            ids, mask = pad_left([prompts[i] for i in batch], pad_id)
+            probs[batch] = generate_scores(model, ids.to(device), mask.to(device), label_ids, pad_id)
+    return probs
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+
+
+
+def agreement(results: dict[str, np.ndarray], tolerance: float) -> dict[str, Any]:
+    """Label agreement of every method with every other, and the largest absolute score differences."""
+    names = list(results)
+    labels = {name: probs.argmax(axis=1) for name, probs in results.items()}
+    same = np.all([labels[n] == labels[names[0]] for n in names], axis=0)
+    diffs = {f"{a}-{b}": float(np.abs(results[a] - results[b]).max())
+             for i, a in enumerate(names) for b in names[i + 1:]}
+    max_diff = max(diffs.values()) if diffs else 0.0
+    return {"n": len(same), "labels_identical": int(same.sum()), "max_abs_diff": diffs, "tolerance": tolerance,
+            "pass": bool(same.all() and max_diff <= tolerance)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m",
+                        help=f"smollm2-135m, {RANDOM_NEO}, or a path / Hub id (default: %(default)s)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="TREC file, one `COARSE:fine question` per line (default: %(default)s)")
+    parser.add_argument("--rows", type=int, default=1000, help="questions to score (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="for (a) and (c) (default: %(default)s)")
+    parser.add_argument("--max-length", type=int, default=256, help="prompt tokens at most (default: %(default)s)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast over fp32 weights for all methods (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch intra-op threads (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--skip-naive", action="store_true", help="skip (b), one text at a time")
+    parser.add_argument("--generate-order", choices=["input", "sorted"], default="input",
+                        help="batch order for (c): input order, or longest first like neogen (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=4, help="warm-up texts per method (default: %(default)s)")
+    parser.add_argument("--peak-size", type=int, default=4096, help="side of the peak matmul (default: %(default)s)")
+    parser.add_argument("--peak-reps", type=int, default=5, help="timed peak matmuls (default: %(default)s)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="max |score difference| that passes "
+                        "(default: %(default)s)")
+    parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    texts, gold = read_trec(args.data)
+    texts = texts[: args.rows]
+    model, tokenizer = load(args.model, device)
+    codec = LabelCodec.fit(gold, tokenizer)  # every coarse class in the file, however few rows are scored
+    prompts = PromptEncoder(tokenizer, args.max_length, codec.separator)(texts)
+    label_ids = torch.tensor(codec.token_ids, dtype=torch.long, device=device)
+    pad_id = tokenizer.pad_token_id
+    tokens = sum(len(p) for p in prompts)
+    warm = min(args.warmup, len(texts))
+
+    # (a) neogen: the Classifier encodes the texts itself, with the same PromptEncoder settings as `prompts`.
+    classifier = Classifier(model, tokenizer, codec, max_length=args.max_length, precision=args.precision,
+                            batch_size=args.batch_size)
+    assert classifier.encoder(texts) == prompts
+    methods: dict[str, Callable[[list[list[int]], list[str]], np.ndarray]] = {
+        "neogen": lambda p, t: classifier.predict_proba(t).probs}
+    if not args.skip_naive:
+        methods["naive"] = lambda p, t: score_one_by_one(model, p, label_ids, pad_id, args.precision)
+    methods["batched"] = lambda p, t: score_batched(model, p, label_ids, pad_id, args.precision, args.batch_size,
+                                                    sort=args.generate_order == "sorted")
+    titles = {"neogen": "(a) neogen predict_proba", "naive": "(b) generate, one text at a time",
+              "batched": f"(c) generate, batches of {args.batch_size}, left pad"}
+
+    results: dict[str, np.ndarray] = {}
+    timing: dict[str, dict[str, float]] = {}
+    tokenizer.padding_side = "left"  # for (b)/(c) as a generate user would set it; the padding itself is by hand
+    try:
+        for name, fn in methods.items():
+            fn(prompts[:warm], texts[:warm])
+            results[name], wall, cpu = timed(lambda fn=fn: fn(prompts, texts), device)
+            timing[name] = {"wall_s": wall, "cpu_s": cpu, "examples_per_s": len(texts) / wall}
+    finally:
+        tokenizer.padding_side = "right"
+    for name in timing:
+        timing[name]["neogen_speedup"] = timing["neogen"]["examples_per_s"] / timing[name]["examples_per_s"]
+
+    agree = agreement(results, args.tolerance)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak = matmul_peak(dtype, args.peak_size, args.peak_reps, device)
+    params = non_embedding_parameters(model)
+    achieved = 2.0 * params * tokens / timing["neogen"]["wall_s"]
+    head = model.get_output_embeddings().weight
+    head_flop = 2.0 * head.shape[0] * head.shape[1] * len(texts)
+    lengths = [len(p) for p in prompts]
+
+    report: dict[str, Any] = {
+        "machine": {"cpu": cpu_model(), "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "transformers": __import__("transformers").__version__, "python": platform.python_version()},
+        "config": {"model": args.model, "data": str(args.data), "rows": len(texts), "batch_size": args.batch_size,
+                   "max_length": args.max_length, "precision": args.precision, "generate_order": args.generate_order,
+                   "labels": codec.labels, "completions": codec.completions},
+        "prompt_tokens": {"total": tokens, "mean": tokens / len(texts), "max": max(lengths), "min": min(lengths)},
+        "methods": timing,
+        "agreement": agree,
+        "flops": {"non_embedding_parameters": params, "peak_flops": peak["best"], "peak_flops_mean": peak["mean"],
+                  "peak_matmul": f"{args.peak_size}x{args.peak_size} {args.precision}",
+                  "neogen_achieved_flops": achieved, "share_of_peak": achieved / peak["best"],
+                  "left_out": LEFT_OUT, "lm_head_flop_left_out": head_flop,
+                  "lm_head_share_of_counted": head_flop / (2.0 * params * tokens)},
+    }
+    print_report(report, titles)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return report
+
+
+def print_report(report: dict[str, Any], titles: dict[str, str]) -> None:
+    """The table and the lines around it."""
+    m, c, t, f, a = (report[k] for k in ("machine", "config", "prompt_tokens", "flops", "agreement"))
+    gpu = f" ({m['gpu']})" if m["gpu"] else ""
+    print(f"\nmachine: {m['cpu']}, threads {m['threads']}, device {m['device']}{gpu}, torch {m['torch']}, "
+          f"transformers {m['transformers']}")
+    print(f"model: {c['model']} ({f['non_embedding_parameters'] / 1e6:.1f}M non-embedding parameters), "
+          f"precision {c['precision']}, batch {c['batch_size']}, max_length {c['max_length']}")
+    labels = ", ".join(f"{lab}={comp!r}" for lab, comp in zip(c["labels"], c["completions"], strict=True))
+    print(f"data: {c['rows']} questions, {len(c['labels'])} labels ({labels}); prompt tokens {t['total']:,} "
+          f"(mean {t['mean']:.1f}, min {t['min']}, max {t['max']})\n")
+    print(f"{'method':<40}{'examples/s':>12}{'wall s':>10}{'cpu s':>10}{'(a)/this':>10}")
+    for name, row in report["methods"].items():
+        print(f"{titles[name]:<40}{row['examples_per_s']:>12.1f}{row['wall_s']:>10.2f}{row['cpu_s']:>10.2f}"
+              f"{row['neogen_speedup']:>9.2f}x")
+    diffs = ", ".join(f"{pair} {d:.2e}" for pair, d in a["max_abs_diff"].items())
+    print(f"\nagreement: labels identical across {'/'.join(report['methods'])} for {a['labels_identical']}/{a['n']}; "
+          f"max |score diff| {diffs} -> {'PASS' if a['pass'] else 'FAIL'} (tolerance {a['tolerance']:g})")
+    if c["precision"] == "bf16":
+        print("  (bf16 logits carry about 3 significant digits, so score differences near 1e-3 are rounding, not "
+              "a different computation; identical labels are the check that matters)")
+    print(f"matmul peak ({f['peak_matmul']}, threads {m['threads']}): {f['peak_flops'] / 1e9:.1f} GFLOP/s "
+          f"(mean {f['peak_flops_mean'] / 1e9:.1f})")
+    print(f"neogen achieved: 2 x {f['non_embedding_parameters'] / 1e6:.1f}M params x {t['total']:,} prompt tokens / "
+          f"{report['methods']['neogen']['wall_s']:.2f} s = {f['neogen_achieved_flops'] / 1e9:.1f} GFLOP/s "
+          f"= {100 * f['share_of_peak']:.1f}% of peak")
+    print(f"the count leaves out: {f['left_out']} (the LM-head rows alone would add "
+          f"{100 * f['lm_head_share_of_counted']:.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
