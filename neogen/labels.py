@@ -12,7 +12,7 @@ import hashlib
 import json
 import string
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,12 @@ class LabelCodec:
     separator_ids: list[int]
     tokenizer_fingerprint: str
     version: int = CODEC_VERSION
+    _lookup: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Labels and their completion texts both map to the class index (prepared files carry completions).
+        self._lookup = {comp.strip(): i for i, comp in enumerate(self.completions)}
+        self._lookup.update({lab: i for i, lab in enumerate(self.labels)})
 
     @classmethod
     def fit(cls, labels: Iterable[str], tokenizer: Any, separator: str = SEPARATOR) -> LabelCodec:
@@ -115,16 +121,7 @@ class LabelCodec:
 
     def index(self, label: str) -> int:
         """Class index of a label, also accepting its completion text (' Physics' or an alias)."""
-        label = label.strip()
-        if label in self._index:
-            return self._index[label]
-        raise KeyError(label)
-
-    @property
-    def _index(self) -> dict[str, int]:
-        table = {comp.strip(): i for i, comp in enumerate(self.completions)}
-        table.update({lab: i for i, lab in enumerate(self.labels)})
-        return table
+        return self._lookup[label.strip()]
 
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Refuse a tokenizer that would encode the labels or separator differently."""
@@ -144,13 +141,14 @@ class LabelCodec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "aliases": self.aliases}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if not name.startswith("_")}
+        return {**data, "aliases": self.aliases}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelCodec:
         if data.get("version") != CODEC_VERSION:
             raise NeogenError(f"unsupported label codec version {data.get('version')}; expected {CODEC_VERSION}")
-        fields = {k: data[k] for k in cls.__dataclass_fields__}
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if not k.startswith("_")}
         return cls(**fields)
 
     def save(self, path: str | Path) -> None:
