@@ -106,7 +106,8 @@ class TrainConfig:
     precision: str = doc("auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16", "auto")
     eval_steps: int | None = doc("validate every N steps; null validates once per epoch", None)
     logging_steps: int = doc("log the training loss every N steps", 10)
-    eval_batch_size: int = doc("examples per scoring batch", 32)
+    eval_batch_size: int = doc("most examples per scoring batch (also a budget of eval_batch_size x max_length tokens)",
+                               64)
     seed: int = doc("seed of LoRA init, data order and dropout", 0)
 
     def problems(self) -> list[str]:
