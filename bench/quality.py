@@ -74,8 +74,8 @@ def tfidf(files: dict[str, Path]) -> dict[str, Any]:
     return {k: metrics[k] for k in KEYS} | {"train_seconds": time.perf_counter() - start}
 
 
-def head(files: dict[str, Path], recipe_path: str, overrides: list[str]) -> dict[str, Any]:
-    """LoRA + a score head on the recipe's base model, trained with the recipe's settings on the Trainer."""
+def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: float | None) -> dict[str, Any]:
+    """LoRA + a score head on the recipe's base model, trained with the recipe's settings (lr aside) on the Trainer."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -108,7 +108,7 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str]) -> dict
 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=t.epochs,
                              per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-                             learning_rate=t.lr, warmup_steps=t.warmup, lr_scheduler_type=t.scheduler,
+                             learning_rate=lr or t.lr, warmup_steps=t.warmup, lr_scheduler_type=t.scheduler,
                              bf16=precision == "bf16", use_cpu=device.type == "cpu", save_strategy="no",
                              report_to=[], seed=t.seed, train_sampling_strategy="group_by_length",
                              disable_tqdm=True, logging_steps=10_000)
@@ -121,7 +121,7 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str]) -> dict
     logits = logits[0] if isinstance(logits, tuple) else logits
     probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
     metrics = classification_metrics([labels.index(ex.label) for ex in test], probs, labels)
-    return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds}
+    return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds, "lr": lr or t.lr}
 
 
 def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: Path) -> dict[str, Any]:
@@ -139,9 +139,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
                         help="neogen recipe; its model, LoRA and training settings serve the head model too")
     parser.add_argument("--methods", default="tfidf,head,neogen")
+    parser.add_argument("--head-lr", type=float, default=2e-4,
+                        help="learning rate of the head model (at neogen's 1e-3 the fresh score head diverged)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for head and neogen")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{args.dataset}-"))
     files = splits(args.dataset, folder)
@@ -150,7 +152,7 @@ def main() -> None:
         if method == "tfidf":
             results[method] = tfidf(files)
         elif method == "head":
-            results[method] = head(files, args.recipe, args.overrides)
+            results[method] = head(files, args.recipe, args.overrides, args.head_lr)
         else:
             results[method] = neogen(files, args.recipe, args.overrides, folder / "run")
         print(f"{method}: " + json.dumps(results[method]), flush=True)
