@@ -81,9 +81,8 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from neogen.models import default_device, load_tokenizer, lora_targets, materialize, resolve
+    from neogen.models import default_device, load_tokenizer, lora_targets, materialize, resolve, resolve_precision
     from neogen.recipe import load_recipe
-    from neogen.train import resolve_precision
 
     recipe = load_recipe(recipe_path, overrides)
     t = recipe.train

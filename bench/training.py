@@ -62,9 +62,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from neogen.classify import Classifier
     from neogen.labels import LabelCodec
-    from neogen.models import load_model, load_tokenizer, lora_targets
+    from neogen.models import load_model, load_tokenizer, lora_targets, resolve_precision
     from neogen.prompt import PromptEncoder, prompt_text
-    from neogen.train import CompletionCollator, _trainer_class, resolve_precision, to_dataset
+    from neogen.train import CompletionCollator, _trainer_class, to_dataset
 
     torch.manual_seed(0)
     data = rows(args)

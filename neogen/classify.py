@@ -57,9 +57,9 @@ class Classifier:
         from peft import PeftModel
 
         from neogen.errors import NeogenError
-        from neogen.models import load_model, load_tokenizer
+        from neogen.models import load_model, load_tokenizer, resolve_precision
         from neogen.recipe import load_recipe
-        from neogen.train import CODEC_FILE, RECIPE_FILE, resolve_precision
+        from neogen.train import CODEC_FILE, RECIPE_FILE
 
         run_dir = Path(run_dir)
         for needed in (RECIPE_FILE, CODEC_FILE, f"{adapter}/adapter_config.json"):

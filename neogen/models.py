@@ -122,6 +122,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' picks bf16 where the hardware computes it natively (CUDA Ampere+, CPUs with AVX512-BF16/AMX)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
+
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from neogen.errors import DataError
-from neogen.prompt import SEPARATOR
+from neogen.prompt import strip_text
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ def load_examples(
         # Prepared files carry the original label beside its completion (which may be an alias).
         label = record.get("label", record.get(choice.label)) if choice.prompt_completion else record.get(choice.label)
         text = "" if text is None else str(text)
-        if choice.prompt_completion and text.endswith(SEPARATOR):
-            text = text[: -len(SEPARATOR)]
+        if choice.prompt_completion:
+            text = strip_text(text)  # an OpenAI prompt ends in the separator
         label = "" if label is None else str(label).strip()
         if require_label and not label:
             raise DataError(path, line, f"no label in column '{choice.label}'",

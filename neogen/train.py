@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from neogen.errors import DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
-from neogen.models import default_device, load_model, load_tokenizer, lora_targets
+from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
 from neogen.prepare import clean, data_report, format_report, split
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
@@ -35,15 +35,6 @@ CODEC_FILE = "labels.json"
 RECIPE_FILE = "recipe.yaml"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' picks bf16 where the hardware computes it natively (CUDA Ampere+, CPUs with AVX512-BF16/AMX)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def load_splits(data: DataConfig) -> tuple[dict[str, list[Example]], dict[str, Any]]:
