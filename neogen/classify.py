@@ -4,6 +4,9 @@ The next-token logits after the separator, restricted to the label tokens, are t
 argmax is the label. One forward pass per batch; prompts are sorted by length so batches carry little padding,
 and results are put back in the caller's order. The same path serves `classify()`, `neogen score` and
 `neogen eval`, so the three agree.
+
+Multi-label runs give per-label probabilities instead (neogen.multilabel, by the run's encoding), and the run's
+tuned thresholds turn them into a set of labels per text.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from tqdm.auto import tqdm
 
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
+from neogen.multilabel import MultiLabelCodec, label_probabilities
 from neogen.prompt import PromptEncoder
+from neogen.thresholds import Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +35,24 @@ logger = logging.getLogger(__name__)
 class ScoreBatch:
     """Scores of N texts over K labels."""
 
-    probs: np.ndarray  # (N, K) softmax over the label tokens' logits; rows sum to 1
-    label_mass: np.ndarray  # (N,) probability the unconstrained model gives to any label token
+    probs: np.ndarray  # (N, K) softmax over the label tokens' logits (rows sum to 1); multi-label: per label
+    label_mass: np.ndarray | None  # (N,) probability the unconstrained model gives to any label token
 
 
 class Classifier:
     """A fine-tuned causal LM and its label codec, answering with one label token per text."""
 
-    def __init__(self, model: Any, tokenizer: Any, codec: LabelCodec, max_length: int = 256,
-                 precision: str = "fp32", batch_size: int = 32, max_batch_tokens: int | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, codec: LabelCodec | MultiLabelCodec, max_length: int = 256,
+                 precision: str = "fp32", batch_size: int = 32, max_batch_tokens: int | None = None,
+                 thresholds: Thresholds | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.codec = codec
+        # Multi-label decisions; without tuned ones, 0.5 (and a label for every text unless empty sets are allowed).
+        self.thresholds = thresholds
+        if codec.multi_label and thresholds is None:
+            self.thresholds = Thresholds.default(codec.labels, 0.5)
+            self.thresholds.at_least_one = not codec.allow_empty
         self.encoder = PromptEncoder(tokenizer, max_length, codec.separator)
         self.precision = precision
         self.batch_size = batch_size
@@ -58,8 +69,9 @@ class Classifier:
 
         from neogen.errors import NeogenError
         from neogen.models import load_model, load_tokenizer, resolve_precision
+        from neogen.multilabel import load_codec
         from neogen.recipe import load_recipe
-        from neogen.train import CODEC_FILE, RECIPE_FILE
+        from neogen.train import CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
 
         run_dir = Path(run_dir)
         for needed in (RECIPE_FILE, CODEC_FILE, f"{adapter}/adapter_config.json"):
@@ -67,7 +79,8 @@ class Classifier:
                 raise NeogenError(f"{run_dir} is not a complete neogen run: {needed} is missing")
         recipe = load_recipe(run_dir / RECIPE_FILE)
         tokenizer = load_tokenizer(recipe.model.name)
-        codec = LabelCodec.load(run_dir / CODEC_FILE, tokenizer)
+        codec = load_codec(run_dir / CODEC_FILE, tokenizer)
+        thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
         model = PeftModel.from_pretrained(model, run_dir / adapter)
@@ -76,7 +89,7 @@ class Classifier:
         dev = next(model.parameters()).device
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length,
                    precision=resolve_precision(precision or recipe.train.precision, dev),
-                   batch_size=batch_size or recipe.train.eval_batch_size)
+                   batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds)
 
     @property
     def labels(self) -> list[str]:
@@ -105,42 +118,69 @@ class Classifier:
         """Class probabilities and label-token mass for a list of texts, in their order."""
         prompts = self.encoder(list(texts))
         probs = np.zeros((len(prompts), len(self.codec)), dtype=np.float64)
-        mass = np.zeros(len(prompts), dtype=np.float64)
+        mass: np.ndarray | None = np.zeros(len(prompts), dtype=np.float64)
         batches = self._batches([len(p) for p in prompts])
         with self._autocast(), tqdm(total=len(prompts), disable=not progress, unit="text") as bar:
             for batch in batches:
                 ids, mask = pad_right([prompts[i] for i in batch], self.tokenizer.pad_token_id)
-                logits = next_token_logits(self.model, ids.to(self.device), mask.to(self.device))  # (B, V)
-                label_logits = logits[:, self._label_ids]  # (B, K)
-                probs[batch] = torch.softmax(label_logits, dim=-1).cpu().double().numpy()
-                mass[batch] = torch.exp(torch.logsumexp(label_logits, -1) - torch.logsumexp(logits, -1)).cpu().numpy()
+                batch_probs, batch_mass = self._forward(ids.to(self.device), mask.to(self.device))
+                probs[batch] = batch_probs.cpu().double().numpy()
+                if batch_mass is None:
+                    mass = None
+                elif mass is not None:
+                    mass[batch] = batch_mass.cpu().double().numpy()
                 bar.update(len(batch))
         return ScoreBatch(probs, mass)
 
-    @overload
-    def classify(self, texts: str) -> str: ...
-    @overload
-    def classify(self, texts: list[str]) -> list[str]: ...
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) prompts -> (B, K) class or per-label probabilities, and (B,) label-token mass where defined."""
+        if self.codec.multi_label:
+            return label_probabilities(self.model, self.codec, ids, mask)
+        logits = next_token_logits(self.model, ids, mask)  # (B, V)
+        label_logits = logits[:, self._label_ids]  # (B, K)
+        mass = torch.exp(torch.logsumexp(label_logits, -1) - torch.logsumexp(logits, -1))
+        return torch.softmax(label_logits, dim=-1), mass
 
-    def classify(self, texts: str | list[str]) -> str | list[str]:
-        """The label of one text, or the labels of a list of texts (same shape as the input)."""
+    @overload
+    def classify(self, texts: str) -> str | list[str]: ...
+    @overload
+    def classify(self, texts: list[str]) -> list[str] | list[list[str]]: ...
+
+    def classify(self, texts: str | list[str]) -> str | list[str] | list[list[str]]:
+        """The label of one text, or the labels of a list of texts (same shape as the input).
+
+        Multi-label runs answer with a sorted list of labels per text instead of one label.
+        """
         single = isinstance(texts, str)
-        scores = self.predict_proba([texts] if single else texts)
-        labels = [self.codec.labels[k] for k in scores.probs.argmax(axis=1)]
+        probs = self.predict_proba([texts] if single else texts).probs
+        if self.codec.multi_label:
+            labels: list[Any] = [self._label_set(row) for row in self.thresholds.decide(probs)]
+        else:
+            labels = [self.codec.labels[k] for k in probs.argmax(axis=1)]
         return labels[0] if single else labels
 
+    def _label_set(self, decided: np.ndarray) -> list[str]:
+        return [lab for lab, keep in zip(self.codec.labels, decided, strict=True) if keep]
+
     def scores(self, texts: str | list[str]) -> dict[str, Any] | list[dict[str, Any]]:
-        """Per text: the label, the probability of every label, and the label-token mass of the free model."""
+        """Per text: the label(s), the probability of every label, and the label-token mass of the free model."""
         single = isinstance(texts, str)
         batch = self.predict_proba([texts] if single else texts)
-        rows = [self.result(p, m) for p, m in zip(batch.probs, batch.label_mass, strict=True)]
+        masses = [None] * len(batch.probs) if batch.label_mass is None else batch.label_mass
+        rows = [self.result(p, m) for p, m in zip(batch.probs, masses, strict=True)]
         return rows[0] if single else rows
 
-    def result(self, probs: np.ndarray, mass: float) -> dict[str, Any]:
+    def result(self, probs: np.ndarray, mass: float | None) -> dict[str, Any]:
         """One text's answer from its row of probabilities and its label mass (the shape `neogen score` writes)."""
-        return {"label": self.codec.labels[int(probs.argmax())],
-                "scores": {lab: float(p) for lab, p in zip(self.codec.labels, probs, strict=True)},
-                "label_mass": float(mass)}
+        scores = {lab: float(p) for lab, p in zip(self.codec.labels, probs, strict=True)}
+        if self.codec.multi_label:
+            out: dict[str, Any] = {"labels": self._label_set(self.thresholds.decide(probs[None, :])[0]),
+                                   "scores": scores}
+        else:
+            out = {"label": self.codec.labels[int(probs.argmax())], "scores": scores}
+        if mass is not None:
+            out["label_mass"] = float(mass)
+        return out
 
 
 @lru_cache(maxsize=4)
@@ -154,6 +194,6 @@ def classify(texts: str, model: str | Path) -> str: ...
 def classify(texts: list[str], model: str | Path) -> list[str]: ...
 
 
-def classify(texts: str | list[str], model: str | Path) -> str | list[str]:
+def classify(texts: str | list[str], model: str | Path) -> str | list[str] | list[list[str]]:
     """Classify with a trained run directory; the loaded classifier is kept for the next call."""
     return _cached(str(Path(model).resolve())).classify(texts)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from neogen.errors import NeogenError
 
@@ -16,15 +17,21 @@ logger = logging.getLogger("neogen")
 def cmd_prepare(args: argparse.Namespace) -> None:
     from neogen.labels import LabelCodec
     from neogen.models import load_tokenizer
+    from neogen.multilabel import MultiLabelCodec
     from neogen.prepare import clean, data_report, format_report, split, write_prepared
     from neogen.prompt import PromptEncoder
     from neogen.read import load_examples
 
-    examples, choice = load_examples(args.input, args.text_column, args.label_column)
+    examples, choice = load_examples(args.input, args.text_column, args.label_column, multi_label=args.multi_label,
+                                     label_separator=args.label_separator, allow_empty=args.allow_empty)
     examples, cleaning = clean(examples)
     splits = split(examples, args.valid_ratio, args.test_ratio, args.shuffle, args.stratify, args.seed)
     tokenizer = load_tokenizer(args.model)
-    codec = LabelCodec.fit([ex.label for ex in examples], tokenizer)
+    if choice.multi_label:
+        codec: LabelCodec | MultiLabelCodec = MultiLabelCodec.fit(
+            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty)
+    else:
+        codec = LabelCodec.fit([ex.label for ex in examples], tokenizer)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
     report["tokenizer"] = args.model
     written = write_prepared(Path(args.out), splits, codec, report)
@@ -75,7 +82,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from neogen.read import load_examples
 
     classifier = Classifier.load(args.run_dir)
-    examples, _ = load_examples(args.data, args.text_column, args.label_column)
+    codec = classifier.codec
+    if codec.multi_label:
+        return _eval_multilabel(args, classifier)
+    examples, _ = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
     y = []
     for ex in examples:
         try:
@@ -87,6 +97,31 @@ def cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
     metrics = write_evaluation(out, y, probs, classifier.labels, extra={"data": str(args.data)})
     print(format_metrics(metrics))
+    print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
+
+
+def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
+    import numpy as np
+
+    from neogen.errors import DataError
+    from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
+    from neogen.read import load_examples
+
+    codec = classifier.codec
+    examples, _ = load_examples(args.data, args.text_column, args.label_column, multi_label=True,
+                                label_separator=args.label_separator, allow_empty=True)
+    y = []
+    for ex in examples:
+        try:
+            y.append(codec.multi_hot(ex.labels))
+        except KeyError as e:
+            raise DataError(ex.source, ex.line, f"label {e.args[0]!r} is not one of the run's labels {codec.labels}",
+                            "evaluate on data with the trained labels") from None
+    probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
+    metrics = write_multilabel_evaluation(out, np.array(y), probs, classifier.thresholds.decide(probs), codec.labels,
+                                          extra={"data": str(args.data), "encoding": codec.encoding})
+    print(format_multilabel_metrics(metrics))
     print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
 
 
@@ -107,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
     p.add_argument("--model", default="smollm2-135m", help="base model whose tokenizer counts tokens and labels")
     p.add_argument("--max-length", type=int, default=256, help="prompt token budget used in the report")
+    _multilabel_options(p)
+    p.add_argument("--allow-empty", action="store_true", help="multi-label: rows may carry no label")
+    p.add_argument("--encoding", default="independent", choices=["independent", "powerset", "yes_no"],
+                   help="multi-label encoding whose completions and label sets are reported (default independent)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="fine-tune with LoRA from a recipe; dotted overrides follow the recipe")
@@ -137,8 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN_DIR/eval/<data name>)")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
+    p.add_argument("--label-separator", help="multi-label runs: the string joining labels in one cell (detected)")
     p.set_defaults(func=cmd_eval)
     return parser
+
+
+def _multilabel_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--multi-label", dest="multi_label", action="store_const", const=True, default=None,
+                       help="rows carry label sets (detected when neither flag is given)")
+    group.add_argument("--single-label", dest="multi_label", action="store_const", const=False,
+                       help="one label per row, even where a label looks like a joined set")
+    p.add_argument("--label-separator", help="multi-label: the string joining labels in one cell (detected)")
 
 
 def main(argv: list[str] | None = None) -> int:

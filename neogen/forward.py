@@ -30,3 +30,81 @@ def next_token_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch
     last = attention_mask.sum(dim=1, keepdim=True) - 1  # (B, 1) index of the last real token
     out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=last, use_cache=False)
     return out.logits[:, -1, :].float()  # (B, 1, V) -> (B, V)
+
+
+def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, suffix_ids: torch.Tensor,
+                  read_ids: torch.Tensor, max_rows: int | None = None) -> torch.Tensor:
+    """(B, T) right-padded prompts, (L, S) suffixes -> (B, L, A) fp32 logits, at `read_ids`, after prompt_b + suffix_j.
+
+    For every prompt b and every suffix j (e.g. one label token, answered by " yes" / " no"), this is the next-token
+    logits of the unpadded sequence `prompt_b + suffix_j` after its last token, read at the A `read_ids` columns.
+    The prompt's key/value cache is computed once, so L suffixes cost L * S tokens per prompt on top of one prompt
+    pass, not L full prompts. Works under autograd (gradients reach the prompt pass through the cache, LoRA included)
+    and under `torch.inference_mode()`.
+
+    How: one prompt pass with `use_cache=True`; the cache is then copied to B * L rows (at most `max_rows` rows per
+    suffix pass, to bound memory when scoring; in training every chunk's graph lives until backward anyway) and the
+    (B * L, S) suffix tokens run over it with position ids len_b + arange(S) (learned absolute positions in GPT-Neo,
+    RoPE in Llama) and a 2-D mask that hides each prompt's padding.
+
+    Design (a), cache expanded per label, rather than (b), one (B, L * S) pass over the un-expanded cache with a
+    custom 4-D mask: transformers 5 does pass a 4-D mask through unchanged with a cache, but GPT-Neo's eager attention
+    also ANDs in its own causal / local-window mask (`self.bias`) indexed by the physical position in the cache, and a
+    mask can only take keys away. In (b) label j's suffix sits j * S slots further right than its logical position,
+    so once T + L * S exceeds the window (256 in GPT-Neo-125M) its local layers silently drop real prompt keys (and
+    T + L * S may overrun the bias table). (a) is correct on both architectures; (b) would save the cache copy but not
+    the suffix's MLP work, which dominates at these sizes.
+
+    The cache is re-aligned from right- to left-padded before the suffix pass (each row rolled by its length), so
+    that physical distances between a suffix token and the real prompt tokens equal their logical distances: that
+    keeps GPT-Neo's physical local window right even when T + S exceeds the window. Positions themselves come from
+    `position_ids`, so RoPE keys cached at their real positions stay valid.
+
+    Only DynamicCache with full-attention layers is supported (GPT-Neo, Llama and the like); no gradient
+    checkpointing (it turns the cache off in training).
+    """
+    from transformers import DynamicCache
+
+    batch, width = input_ids.shape
+    n_suffix, suffix_len = suffix_ids.shape
+    device = input_ids.device
+    lengths = attention_mask.sum(dim=1)  # (B,) real tokens per prompt
+
+    # Prompt pass: only the cache is needed, so keep no logits (an empty position list skips the vocabulary head).
+    no_logits = torch.zeros(0, dtype=torch.long, device=device)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=no_logits)
+    cache = out.past_key_values
+    if cache is None or not hasattr(cache, "layers"):
+        raise RuntimeError("suffix_logits needs the model's key/value cache (no gradient checkpointing)")
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False) or layer.get_seq_length() != width:
+            raise NotImplementedError(f"suffix_logits supports full-attention dynamic caches only, got {layer!r}")
+
+    # Right- to left-padded: position t of row b takes old position (t + len_b) mod T, so the real tokens end at T-1.
+    roll = (torch.arange(width, device=device) + lengths[:, None]) % width  # (B, T)
+    left_mask = attention_mask.gather(1, roll)  # (B, T) 0 then 1
+    kv = []
+    for layer in cache.layers:
+        idx = roll[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])  # (B, H, T, D)
+        kv.append((layer.keys.gather(2, idx), layer.values.gather(2, idx)))  # 2 x (B, H, T, D)
+    del out, cache
+
+    rows = batch * n_suffix  # row r = b * L + j
+    step = rows if max_rows is None else max(1, int(max_rows))
+    offsets = torch.arange(suffix_len, device=device)  # (S,)
+    read_ids = read_ids.to(device)
+    chunks = []
+    for start in range(0, rows, step):
+        r = torch.arange(start, min(start + step, rows), device=device)  # (R,)
+        b, j = r // n_suffix, r % n_suffix  # (R,) prompt and suffix of each row
+        chunk_cache = DynamicCache()
+        for i, (keys, values) in enumerate(kv):
+            chunk_cache.update(keys, values, i)  # (B, H, T, D)
+        chunk_cache.batch_select_indices(b)  # (R, H, T, D): the one copy per label
+        mask = torch.cat([left_mask[b], torch.ones_like(left_mask[b, :1]).expand(-1, suffix_len)], dim=1)  # (R, T+S)
+        positions = lengths[b, None] + offsets  # (R, S) logical positions right after each prompt
+        out = model(input_ids=suffix_ids[j], attention_mask=mask, position_ids=positions,
+                    past_key_values=chunk_cache, use_cache=True, logits_to_keep=1)
+        chunks.append(out.logits[:, -1, read_ids].float())  # (R, 1, V) -> (R, A)
+        del out, chunk_cache
+    return torch.cat(chunks).view(batch, n_suffix, -1)  # (B * L, A) -> (B, L, A)

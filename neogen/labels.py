@@ -28,7 +28,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def _single_token(tokenizer: Any, text: str) -> int | None:
+def single_token(tokenizer: Any, text: str) -> int | None:
+    """The token id if `text` encodes to exactly one token, else None."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[0] if len(ids) == 1 else None
 
@@ -38,24 +39,31 @@ def _round_trips(tokenizer: Any, token_id: int) -> str | None:
     text = tokenizer.decode([token_id])
     if len(text) < 2 or not text.startswith(" ") or text[1:].strip() != text[1:]:
         return None
-    return text if _single_token(tokenizer, text) == token_id else None
+    return text if single_token(tokenizer, text) == token_id else None
 
 
-def _alias_candidates(tokenizer: Any, label: str) -> Iterator[int]:
+def _word_tokens(tokenizer: Any) -> Iterator[int]:
+    """Short word tokens (' word') in vocabulary order: the last-resort alias pool, the same for every label set."""
+    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        word = tokenizer.convert_tokens_to_string([token])
+        if word.startswith(" ") and word[1:].isalpha() and len(word) > 2:
+            yield token_id
+
+
+def _alias_candidates(tokenizer: Any, label: str, pool: Iterator[int]) -> Iterator[int]:
     # The label's own first token keeps most of the pretrained meaning (" Sci" for "Sci/Tech").
     for variant in (label, label.lower(), label.capitalize()):
         ids = tokenizer(" " + variant, add_special_tokens=False)["input_ids"]
         if ids:
             yield ids[0]
-    # Then a fixed pool, the same for every label set: capital letters, then word tokens in vocabulary order.
+    # Then a fixed pool: capital letters, then word tokens. The word pool is one iterator shared by all labels:
+    # what an earlier label passed over is taken or unusable, so resuming gives the same aliases as restarting.
     for letter in string.ascii_uppercase:
-        token_id = _single_token(tokenizer, " " + letter)
+        token_id = single_token(tokenizer, " " + letter)
         if token_id is not None:
             yield token_id
-    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
-        word = tokenizer.convert_tokens_to_string([token])
-        if word.startswith(" ") and word[1:].isalpha() and len(word) > 2:
-            yield token_id
+    for token_id in pool:  # not `yield from`: closing this generator must not close the shared pool
+        yield token_id
 
 
 @dataclass
@@ -70,6 +78,8 @@ class LabelCodec:
     tokenizer_fingerprint: str
     version: int = CODEC_VERSION
     _lookup: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    multi_label = False
 
     def __post_init__(self) -> None:
         # Labels and their completion texts both map to the class index (prepared files carry completions).
@@ -87,14 +97,15 @@ class LabelCodec:
         chosen: dict[str, int] = {}
         # Labels that are one token keep it; they are served first so no alias can take their token.
         for name in names:
-            token_id = _single_token(tokenizer, " " + name)
+            token_id = single_token(tokenizer, " " + name)
             if token_id is not None and _round_trips(tokenizer, token_id):
                 chosen[name] = token_id
         taken = set(chosen.values())
+        pool = _word_tokens(tokenizer)
         for name in names:
             if name in chosen:
                 continue
-            for token_id in _alias_candidates(tokenizer, name):
+            for token_id in _alias_candidates(tokenizer, name, pool):
                 if token_id not in taken and _round_trips(tokenizer, token_id):
                     chosen[name] = token_id
                     taken.add(token_id)
@@ -130,7 +141,7 @@ class LabelCodec:
         if fingerprint != self.tokenizer_fingerprint:
             problems.append(f"vocabulary fingerprint {fingerprint} != {self.tokenizer_fingerprint}")
         for comp, token_id in zip(self.completions, self.token_ids, strict=True):
-            if _single_token(tokenizer, comp) != token_id:
+            if single_token(tokenizer, comp) != token_id:
                 problems.append(f"{comp!r} is not the single token {token_id}")
         if tokenizer(self.separator, add_special_tokens=False)["input_ids"] != self.separator_ids:
             problems.append("the separator tokenizes differently")

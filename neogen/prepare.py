@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from neogen.labels import LabelCodec
+from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
 from neogen.read import ColumnChoice, Example
 
@@ -89,11 +90,14 @@ def split(examples: list[Example], valid_ratio: float = 0.0, test_ratio: float =
     return {name: [examples[i] for i in idx] for name, idx in cut(order).items()}
 
 
-def data_report(splits: dict[str, list[Example]], codec: LabelCodec, encoder: PromptEncoder,
+def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec, encoder: PromptEncoder,
                 choice: ColumnChoice | None, cleaning: CleanReport | None) -> dict[str, Any]:
     """Facts about the data a user should see before training on it."""
     everything = [ex for part in splits.values() for ex in part]
-    counts = Counter(ex.label for ex in everything)
+    if codec.multi_label:
+        counts = Counter(label for ex in everything for label in ex.labels)
+    else:
+        counts = Counter(ex.label for ex in everything)
     lengths = np.array([len(ids) + len(encoder.prefix_ids) + len(encoder.separator_ids)
                         for ids in encoder.text_ids([ex.text for ex in everything])] or [0])
     train_texts = {ex.text for ex in splits.get("train", [])}
@@ -108,9 +112,26 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec, encoder: Pr
            "max_length": encoder.max_length},
         "texts_with_separator": sum(SEPARATOR.strip() in ex.text for ex in everything),
         "test_texts_also_in_train": sum(ex.text in train_texts for ex in splits.get("test", [])),
-        "aliases": codec.aliases,
-        "completions": dict(zip(codec.labels, codec.completions, strict=True)),
+        "aliases": _classes(codec).aliases,
+        "completions": dict(zip(_classes(codec).labels, _classes(codec).completions, strict=True)),
+        "label_sets": _label_sets(splits, codec) if codec.multi_label else None,
     }
+
+
+def _classes(codec: LabelCodec | MultiLabelCodec) -> LabelCodec:
+    return codec.classes if codec.multi_label else codec
+
+
+def _label_sets(splits: dict[str, list[Example]], codec: MultiLabelCodec) -> dict[str, Any]:
+    """Multi-label facts: the encoding, how many label sets, labels per row, and sets unseen in training."""
+    train_sets = {ex.label for ex in splits.get("train", [])}
+    out: dict[str, Any] = {"encoding": codec.encoding, "distinct_in_train": len(train_sets)}
+    for name, part in splits.items():
+        if part:
+            sizes = [len(ex.labels) for ex in part]
+            out[name] = {"labels_per_row": round(sum(sizes) / len(sizes), 3), "rows_without_label": sizes.count(0),
+                         "rows_with_unseen_set": sum(ex.label not in train_sets for ex in part)}
+    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -127,6 +148,14 @@ def format_report(report: dict[str, Any]) -> str:
     total = sum(report["classes"].values())
     lines.append(f"classes ({len(report['classes'])}, imbalance ratio {report['imbalance_ratio']}):")
     lines += [f"  {label:<24} {n:>7}  {n / total:6.1%}" for label, n in report["classes"].items()]
+    sets = report.get("label_sets")
+    if sets:
+        lines.append(f"multi-label ({sets['encoding']}): {sets['distinct_in_train']} distinct label sets in train")
+        for name in SPLITS:
+            if name in sets:
+                part = sets[name]
+                lines.append(f"  {name}: {part['labels_per_row']} labels per row, {part['rows_without_label']} "
+                             f"without a label, {part['rows_with_unseen_set']} with a label set unseen in train")
     t = report["prompt_tokens"]
     lines.append(f"prompt tokens: p50 {t['p50']}, p90 {t['p90']}, p95 {t['p95']}, p99 {t['p99']}, max {t['max']}; "
                  f"{t['over_max_length']} over max_length {t['max_length']} (text truncated, separator kept)")
@@ -143,16 +172,27 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_jsonl(path: Path, examples: list[Example], codec: LabelCodec) -> None:
-    """OpenAI-style rows: prompt (text + separator), completion (' ' + label token) and the original label."""
+def write_jsonl(path: Path, examples: list[Example], codec: LabelCodec | MultiLabelCodec) -> None:
+    """OpenAI-style rows: prompt (text + separator), completion (' ' + label token) and the original label.
+
+    Multi-label rows carry `labels` (a list); their completion is the label set's token (powerset; empty for a set
+    unseen in training) or the label tokens in order (independent, yes_no), for reading only.
+    """
     with path.open("w", encoding="utf-8") as f:
         for ex in examples:
-            row = {"prompt": prompt_text(ex.text, codec.separator),
-                   "completion": codec.completions[codec.index(ex.label)], "label": ex.label}
+            row: dict[str, Any] = {"prompt": prompt_text(ex.text, codec.separator)}
+            if not codec.multi_label:
+                row |= {"completion": codec.completions[codec.index(ex.label)], "label": ex.label}
+            elif codec.encoding == "powerset":
+                k = codec.class_index(ex.labels)
+                row |= {"completion": "" if k is None else codec.classes.completions[k], "labels": list(ex.labels)}
+            else:
+                completion = "".join(codec.classes.completions[codec.classes.index(lab)] for lab in ex.labels)
+                row |= {"completion": completion, "labels": list(ex.labels)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write_prepared(out_dir: Path, splits: dict[str, list[Example]], codec: LabelCodec,
+def write_prepared(out_dir: Path, splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec,
                    report: dict[str, Any]) -> list[Path]:
     """Write the non-empty splits, labels.json and report.json into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)

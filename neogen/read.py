@@ -3,6 +3,10 @@
 Every example remembers the file and line it came from, so that any later complaint about it can say where to
 look. Column detection mirrors the tutorial's data utility: free text has many distinct, long values; a label
 column has few distinct, short ones.
+
+Multi-label data comes in three common shapes, all detected and reported: a label column whose values join several
+labels with a separator (`anger,joy`), one 0/1 column per label (`text,anger,joy,...`), and JSONL whose label field
+is a list. Each example then carries its set of labels, sorted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from neogen.prompt import strip_text
 
 logger = logging.getLogger(__name__)
 
+SEPARATORS = (",", ";", "|")
+LABEL_JOIN = ","  # joins a label set into one key (duplicate detection, stratification, powerset class names)
+TRUE_VALUES = {"1", "1.0", "true", "yes"}
+FALSE_VALUES = {"0", "0.0", "false", "no", ""}
+
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -28,19 +37,32 @@ class Example:
     """One labeled text and where it was read from."""
 
     text: str
-    label: str
+    label: str  # single-label: the class; multi-label: the sorted label set joined by LABEL_JOIN
     source: str
     line: int
+    labels: tuple[str, ...] | None = None  # multi-label only: the sorted, distinct labels (empty when allowed)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels is not None
+
+
+def label_key(labels: tuple[str, ...] | list[str]) -> str:
+    """The one-string key of a label set: sorted labels joined by LABEL_JOIN."""
+    return LABEL_JOIN.join(sorted(labels))
 
 
 @dataclass(frozen=True)
 class ColumnChoice:
-    """Which columns hold the text and the label, and why they were chosen."""
+    """Which columns hold the text and the label(s), and why they were chosen."""
 
     text: str
-    label: str
+    label: str  # the label column; for 0/1 columns, their names joined by LABEL_JOIN
     reason: str
     prompt_completion: bool = False
+    multi_label: bool = False
+    label_columns: tuple[str, ...] = ()  # multi-label, one 0/1 column per label
+    label_separator: str | None = None  # multi-label, several labels joined in one column
 
 
 def file_format(path: str | Path) -> str:
@@ -121,8 +143,14 @@ def detect_columns(
     records: list[tuple[int, dict[str, Any]]],
     text_column: str | None = None,
     label_column: str | None = None,
+    multi_label: bool | None = None,
+    label_separator: str | None = None,
 ) -> ColumnChoice:
-    """Choose the text and label columns: the user's names when given, else free text vs. few distinct values."""
+    """Choose the text and label columns: the user's names when given, else free text vs. few distinct values.
+
+    `multi_label` None detects the multi-label shapes; False reads one label per row; True requires labels sets
+    (a label column without a separator then gives one-label sets).
+    """
     if not records:
         raise DataError(path, None, "no rows", "the file needs a header and at least one data row")
     columns = list(records[0][1].keys())
@@ -131,26 +159,57 @@ def detect_columns(
             raise DataError(path, records[0][0], f"no {name} column '{given}'; columns are {columns}",
                             f"set the {name} column to one of {columns}")
     if text_column is None and label_column is None and {"prompt", "completion"} <= set(columns):
-        return ColumnChoice("prompt", "completion", "prompt/completion JSONL (OpenAI fine-tune format)", True)
+        # Prepared multi-label files carry the label set as a list under "labels".
+        multi = multi_label is not False and "labels" in columns
+        return ColumnChoice("prompt", "labels" if multi else "completion",
+                            "prompt/completion JSONL (OpenAI fine-tune format)", True, multi_label=multi)
 
     stats = {c: _column_stats([r.get(c) for _, r in records]) for c in columns}
     reasons = []
     if text_column is None:
-        candidates = [c for c in columns if c != label_column]
+        candidates = [c for c in columns if c != label_column and not stats[c]["lists"]]
         if not candidates:
             raise DataError(path, None, "no column left for the text", "name the text column")
         text_column = max(candidates, key=lambda c: (stats[c]["distinct"] > 0.5, stats[c]["mean_len"]))
         s = stats[text_column]
         reasons.append(f"text column '{text_column}': longest values (mean {s['mean_len']:.0f} chars, "
                        f"{s['distinct']:.0%} distinct)")
+    if label_column is None and multi_label is not False:
+        binary = [c for c in columns if c != text_column and _is_binary([r.get(c) for _, r in records])]
+        if len(binary) >= 2:
+            reasons.append(f"multi-label: {len(binary)} columns hold only 0/1 values, one per label ({binary[:6]}"
+                           f"{' ...' if len(binary) > 6 else ''})")
+            return ColumnChoice(text_column, LABEL_JOIN.join(binary), "; ".join(reasons), multi_label=True,
+                                label_columns=tuple(binary))
     if label_column is None:
         candidates = [c for c in columns if c != text_column and stats[c]["n_distinct"] >= 2]
         if not candidates:
             raise DataError(path, None, f"no label column besides '{text_column}' with two or more values",
                             "name the label column")
-        label_column = min(candidates, key=lambda c: (stats[c]["n_distinct"], stats[c]["mean_len"]))
+        # A list-valued column is a label set (JSONL); otherwise the fewest distinct values win.
+        label_column = min(candidates, key=lambda c: (not stats[c]["lists"], stats[c]["n_distinct"],
+                                                      stats[c]["mean_len"]))
         s = stats[label_column]
-        reasons.append(f"label column '{label_column}': fewest distinct values ({s['n_distinct']})")
+        reasons.append(f"label column '{label_column}': " + ("lists of labels" if s["lists"] else
+                                                             f"fewest distinct values ({s['n_distinct']})"))
+    values = [r.get(label_column) for _, r in records]
+    if any(isinstance(v, list) for v in values):
+        if multi_label is False:
+            line = next(n for n, r in records if isinstance(r.get(label_column), list))
+            raise DataError(path, line, f"the label in column '{label_column}' is a list",
+                            "set data.multi_label=true (or --multi-label) to train on label sets")
+        reasons.append("multi-label: the label column holds lists")
+        return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
+    if multi_label is not False:
+        separator = label_separator or _detect_separator([str(v) for v in values if v is not None])
+        if separator is not None:
+            reasons.append(f"multi-label: labels joined by '{separator}'" + ("" if label_separator else
+                           f" ({sum(separator in str(v) for v in values)} rows hold several)"))
+            return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True,
+                                label_separator=separator)
+        if multi_label:
+            reasons.append("multi-label: one label per row")
+            return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
     reason = "; ".join(reasons) if reasons else "columns named by the user"
     return ColumnChoice(text_column, label_column, reason)
 
@@ -162,7 +221,45 @@ def _column_stats(values: list[Any]) -> dict[str, float]:
         "n_distinct": n_distinct,
         "distinct": n_distinct / max(len(strings), 1),
         "mean_len": sum(map(len, strings)) / max(len(strings), 1),
+        "lists": any(isinstance(v, list) for v in values),
     }
+
+
+def _is_binary(values: list[Any]) -> bool:
+    """Every value reads as 0 or 1, and both occur."""
+    seen = set()
+    for v in values:
+        flag = _flag(v)
+        if flag is None:
+            return False
+        seen.add(flag)
+    return seen == {False, True}
+
+
+def _flag(value: Any) -> bool | None:
+    """A 0/1 cell as a bool; None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    text = "" if value is None else str(value).strip().lower()
+    return True if text in TRUE_VALUES else False if text in FALSE_VALUES else None
+
+
+def _detect_separator(values: list[str]) -> str | None:
+    """The separator joining several labels in one cell, if any.
+
+    A separator must split some values into parts that also occur as whole values elsewhere, so free text with
+    commas ("Washington, D.C.") is not mistaken for a label set.
+    """
+    whole = set(v.strip() for v in values)
+    best, best_count = None, 0
+    for sep in SEPARATORS:
+        joined = [v for v in values if sep in v]
+        if not joined:
+            continue
+        parts = {p.strip() for v in joined for p in v.split(sep) if p.strip()}
+        if parts and len(parts & whole) >= len(parts) / 2 and len(joined) > best_count:
+            best, best_count = sep, len(joined)
+    return best
 
 
 def load_examples(
@@ -170,21 +267,63 @@ def load_examples(
     text_column: str | None = None,
     label_column: str | None = None,
     require_label: bool = True,
+    multi_label: bool | None = None,
+    label_separator: str | None = None,
+    allow_empty: bool = False,
 ) -> tuple[list[Example], ColumnChoice]:
     """Read a labeled table into examples. A missing label is an error naming the line, never a silent drop."""
     records = list(read_records(path))
-    choice = detect_columns(path, records, text_column, label_column)
+    choice = detect_columns(path, records, text_column, label_column, multi_label, label_separator)
     examples = []
     for line, record in records:
         text = record.get(choice.text)
-        # Prepared files carry the original label beside its completion (which may be an alias).
-        label = record.get("label", record.get(choice.label)) if choice.prompt_completion else record.get(choice.label)
         text = "" if text is None else str(text)
         if choice.prompt_completion:
             text = strip_text(text)  # an OpenAI prompt ends in the separator
+        if choice.multi_label:
+            labels = _label_set(path, line, record, choice)
+            if require_label and not labels and not allow_empty:
+                raise DataError(path, line, f"no label in {_where(choice)}",
+                                "give the row at least one label, or set data.allow_empty=true if texts may "
+                                "carry no label")
+            examples.append(Example(text.strip(), label_key(labels), str(path), line, labels))
+            continue
+        # Prepared files carry the original label beside its completion (which may be an alias).
+        label = record.get("label", record.get(choice.label)) if choice.prompt_completion else record.get(choice.label)
         label = "" if label is None else str(label).strip()
         if require_label and not label:
             raise DataError(path, line, f"no label in column '{choice.label}'",
                             "fill in the label or remove the row")
         examples.append(Example(text.strip(), label, str(path), line))
     return examples, choice
+
+
+def _where(choice: ColumnChoice) -> str:
+    return f"columns {list(choice.label_columns)}" if choice.label_columns else f"column '{choice.label}'"
+
+
+def _label_set(path: str | Path, line: int, record: dict[str, Any], choice: ColumnChoice) -> tuple[str, ...]:
+    """The sorted, distinct labels of one multi-label row, in whichever of the three shapes it comes."""
+    if choice.label_columns:
+        labels = []
+        for column in choice.label_columns:
+            flag = _flag(record.get(column))
+            if flag is None:
+                raise DataError(path, line, f"column '{column}' holds {record.get(column)!r}, not 0 or 1",
+                                "write 0 or 1 in every label column")
+            if flag:
+                labels.append(column)
+        return tuple(sorted(labels))
+    value = record.get(choice.label)
+    if isinstance(value, list):
+        if any(isinstance(v, list | dict) for v in value):
+            raise DataError(path, line, f"the label list {value!r} holds nested values",
+                            'write a flat list of label names, like ["anger", "joy"]')
+        parts = [str(v).strip() for v in value if v is not None]
+    elif value is None:
+        parts = []
+    elif choice.label_separator:
+        parts = [p.strip() for p in str(value).split(choice.label_separator)]
+    else:
+        parts = [str(value).strip()]
+    return tuple(sorted({p for p in parts if p}))

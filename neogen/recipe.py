@@ -73,6 +73,12 @@ class DataConfig:
     shuffle: bool = doc("shuffle before splitting (false: the last rows are held out, as in the tutorial)", False)
     stratify: bool = doc("keep class proportions in every split (implies shuffling within classes)", False)
     seed: int = doc("seed of the split shuffle", 0)
+    multi_label: bool | None = doc("null detects label sets (a list-valued label, labels joined by , ; or |, or one "
+                                   "0/1 column per label); true requires them; false reads one label per row", None)
+    label_separator: str | None = doc("multi-label: the string joining several labels in one cell; null detects it",
+                                      None)
+    allow_empty: bool = doc("multi-label: rows with no label are allowed (else they are an error naming the line)",
+                            False)
 
     def problems(self) -> list[str]:
         out = []
@@ -88,6 +94,32 @@ class DataConfig:
             out.append("data.valid and data.valid_ratio are both set; use one")
         if self.test and self.test_ratio:
             out.append("data.test and data.test_ratio are both set; use one")
+        return out
+
+
+@dataclass
+class MultiLabelConfig:
+    encoding: str = doc("how label sets are read off the model: independent (one pass, a sigmoid per label token), "
+                        "powerset (each seen label set is one token), yes_no (a yes/no answer per label, the text's "
+                        "key/value cache shared by all labels)", "independent")
+    threshold: str = doc("decision threshold: per_label or shared (both tuned on the validation split), or a fixed "
+                         "number such as 0.5", "per_label")
+    at_least_one: bool | None = doc("give every text its most likely label when none passes its threshold; null: "
+                                    "true unless data.allow_empty", None)
+    min_positives: int = doc("labels with fewer validation positives than this use the shared threshold", 3)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.encoding not in ("independent", "powerset", "yes_no"):
+            out.append(f"multilabel.encoding: '{self.encoding}' is not one of independent, powerset, yes_no")
+        if self.threshold not in ("per_label", "shared"):
+            try:
+                if not 0 <= float(self.threshold) <= 1:
+                    out.append(f"multilabel.threshold: a fixed threshold must be in [0, 1], got {self.threshold}")
+            except ValueError:
+                out.append(f"multilabel.threshold: '{self.threshold}' is not per_label, shared or a number")
+        if self.min_positives < 1:
+            out.append(f"multilabel.min_positives: must be >= 1, got {self.min_positives}")
         return out
 
 
@@ -109,9 +141,14 @@ class TrainConfig:
     eval_batch_size: int = doc("most examples per scoring batch (also a budget of eval_batch_size x max_length tokens)",
                                64)
     seed: int = doc("seed of LoRA init, data order and dropout", 0)
+    evaluate: list[str] = doc("splits scored and evaluated after training (eval/<split>/metrics.json)",
+                              ["train", "valid", "test"])
 
     def problems(self) -> list[str]:
         out = []
+        unknown = sorted(set(self.evaluate) - {"train", "valid", "test"})
+        if unknown:
+            out.append(f"train.evaluate: {unknown} are not splits; use train, valid, test")
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"train.{name}: must be >= 1, got {getattr(self, name)}")
@@ -136,10 +173,12 @@ class Recipe:
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    multilabel: MultiLabelConfig = field(default_factory=MultiLabelConfig)
     output_dir: str = doc("run directory (adapter, label codec, resolved recipe, metrics)", "runs/default")
 
     def problems(self) -> list[str]:
-        return self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
+        return (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
+                + self.multilabel.problems())
 
     def validate(self, source: str = "recipe") -> Recipe:
         problems = self.problems()

@@ -1,4 +1,5 @@
-"""Batch scoring of JSONL files: every input line comes back with `label`, `scores` and `label_mass` added.
+"""Batch scoring of JSONL files: every input line comes back with `label`, `scores` and `label_mass` added
+(multi-label runs: `labels`, a list, instead of `label`).
 
 Lines are read and scored a chunk at a time, so memory stays flat whatever the file size, and written in input
 order. A malformed line stops the run with its file and line number, or, when a rejects file is given, goes
@@ -93,7 +94,8 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "t
                 if not texts:
                     continue
                 batch = classifier.predict_proba(texts)
-                for record, probs, mass in zip(records, batch.probs, batch.label_mass, strict=True):
+                masses = [None] * len(records) if batch.label_mass is None else batch.label_mass
+                for record, probs, mass in zip(records, batch.probs, masses, strict=True):
                     record.update(classifier.result(probs, mass))
                     fout.write(json.dumps(record, ensure_ascii=False) + "\n")
                 stats.scored += len(records)

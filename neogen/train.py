@@ -22,6 +22,7 @@ from neogen.errors import DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
 from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
+from neogen.multilabel import MultiLabelCodec, multilabel_loss
 from neogen.prepare import clean, data_report, format_report, split
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
@@ -33,52 +34,74 @@ ADAPTER_DIR = "adapter"
 LAST_ADAPTER_DIR = "last"
 CODEC_FILE = "labels.json"
 RECIPE_FILE = "recipe.yaml"
-
-
+THRESHOLDS_FILE = "thresholds.json"
+Codec = LabelCodec | MultiLabelCodec
 
 
 def load_splits(data: DataConfig) -> tuple[dict[str, list[Example]], dict[str, Any]]:
     """Read the recipe's files, clean them, and split off valid/test rows where no file is given for them."""
-    examples, choice = load_examples(data.train, data.text_column, data.label_column)
+    examples, choice = load_examples(data.train, data.text_column, data.label_column, multi_label=data.multi_label,
+                                     label_separator=data.label_separator, allow_empty=data.allow_empty)
     examples, cleaning = clean(examples)
     splits = split(examples, data.valid_ratio, data.test_ratio, data.shuffle, data.stratify, data.seed)
     for name in ("valid", "test"):
         path = getattr(data, name)
         if path:
-            extra, _ = load_examples(path, data.text_column, data.label_column)
+            # Held-out files are read the way the training file was (a test file may have no joined labels).
+            extra, _ = load_examples(path, data.text_column, data.label_column, multi_label=choice.multi_label,
+                                     label_separator=choice.label_separator, allow_empty=data.allow_empty)
             splits[name], _ = clean(extra)
     return splits, {"choice": choice, "cleaning": cleaning}
 
 
-def check_labels(splits: dict[str, list[Example]], codec: LabelCodec) -> None:
+def fit_codec(examples: list[Example], tokenizer: Any, recipe: Recipe) -> Codec:
+    """The label codec of the training rows: single-label, or multi-label in the recipe's encoding."""
+    if examples and examples[0].multi_label:
+        return MultiLabelCodec.fit([ex.labels for ex in examples], tokenizer, recipe.multilabel.encoding,
+                                   allow_empty=recipe.data.allow_empty)
+    return LabelCodec.fit([ex.label for ex in examples], tokenizer)
+
+
+def check_labels(splits: dict[str, list[Example]], codec: Codec) -> None:
     """A held-out label never seen in training cannot be predicted: name its file and line."""
     known = set(codec.labels)
     for name in ("valid", "test"):
         for ex in splits[name]:
-            if ex.label not in known:
-                raise DataError(ex.source, ex.line, f"label {ex.label!r} in the {name} split is not in the training "
-                                f"labels {codec.labels}", "add training rows with this label or fix the label")
+            unknown = sorted(set(ex.labels) - known) if ex.multi_label else [] if ex.label in known else [ex.label]
+            if unknown:
+                raise DataError(ex.source, ex.line, f"label {unknown[0]!r} in the {name} split is not in the "
+                                f"training labels {codec.labels}", "add training rows with this label or fix the label")
 
 
-def to_dataset(examples: list[Example], encoder: PromptEncoder, codec: LabelCodec) -> Any:
-    """A datasets.Dataset of prompt ids, class indexes and lengths (for length-grouped batches)."""
+def targets(examples: list[Example], codec: Codec, training: bool) -> list[Any]:
+    """What the loss compares with: class indexes (single-label; powerset training), else (L,) 0/1 rows."""
+    if not codec.multi_label:
+        return [codec.index(ex.label) for ex in examples]
+    if codec.encoding == "powerset" and training:
+        return [codec.class_index(ex.labels) for ex in examples]  # training sets are the codec's classes
+    return [codec.multi_hot(ex.labels) for ex in examples]
+
+
+def to_dataset(examples: list[Example], encoder: PromptEncoder, codec: Codec, training: bool = True) -> Any:
+    """A datasets.Dataset of prompt ids, targets and lengths (for length-grouped batches)."""
     from datasets import Dataset
 
     ids = encoder([ex.text for ex in examples])
-    return Dataset.from_dict({"input_ids": ids, "labels": [codec.index(ex.label) for ex in examples],
+    return Dataset.from_dict({"input_ids": ids, "labels": targets(examples, codec, training),
                               "length": [len(x) for x in ids]})
 
 
 class CompletionCollator:
-    """Right-pads prompt ids; `labels` stay class indexes (the trainer maps them to completion tokens)."""
+    """Right-pads prompt ids; `labels` stay class indexes (long) or 0/1 rows (float) for the loss to map."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         ids, mask = pad_right([f["input_ids"] for f in features], self.pad_id)
-        return {"input_ids": ids, "attention_mask": mask,
-                "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long)}
+        rows = [f["labels"] for f in features]
+        dtype = torch.float32 if isinstance(rows[0], list) else torch.long
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(rows, dtype=dtype)}
 
 
 def _trainer_class() -> type:
@@ -87,14 +110,19 @@ def _trainer_class() -> type:
     class CompletionTrainer(Trainer):
         """Trainer whose loss is the next-token cross-entropy of the completion token only."""
 
-        def __init__(self, *args: Any, label_token_ids: list[int], **kwargs: Any) -> None:
+        def __init__(self, *args: Any, codec: Codec, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.label_token_ids = torch.tensor(label_token_ids, dtype=torch.long)
+            self.codec = codec
+            self.label_token_ids = torch.tensor(codec.token_ids, dtype=torch.long)
             # The loss below is a per-batch mean: let Trainer divide it by the accumulation steps.
             self.model_accepts_loss_kwargs = False
 
         def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
+            if self.codec.multi_label:
+                loss, probs = multilabel_loss(model, self.codec, inputs["input_ids"], inputs["attention_mask"],
+                                              inputs["labels"])
+                return (loss, {"label_probs": probs}) if return_outputs else loss  # probs (B, L)
             classes = inputs["labels"]  # (B,) class indexes
             logits = next_token_logits(model, inputs["input_ids"], inputs["attention_mask"])  # (B, V)
             token_ids = self.label_token_ids.to(logits.device)
@@ -104,6 +132,15 @@ def _trainer_class() -> type:
             return loss
 
     return CompletionTrainer
+
+
+def _multilabel_validation_metrics(eval_pred: Any) -> dict[str, float]:
+    probs = torch.as_tensor(eval_pred.predictions, dtype=torch.float32)  # (N, L)
+    y = torch.as_tensor(eval_pred.label_ids, dtype=torch.float32)  # (N, L)
+    predicted = probs >= 0.5
+    tp = float((predicted & (y > 0)).sum())
+    micro_f1 = 2 * tp / max(float(predicted.sum() + y.sum()), 1.0)
+    return {"log_loss": float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), y)), "micro_f1@0.5": micro_f1}
 
 
 def _validation_metrics(eval_pred: Any) -> dict[str, float]:
@@ -146,7 +183,7 @@ def train(recipe: Recipe) -> Path:
     splits, info = load_splits(recipe.data)
     if not splits["train"]:
         raise NeogenError(f"{recipe.data.train}: no training rows left after cleaning and splitting")
-    codec = LabelCodec.fit([ex.label for ex in splits["train"]], tokenizer)
+    codec = fit_codec(splits["train"], tokenizer, recipe)
     check_labels(splits, codec)
     encoder = PromptEncoder(tokenizer, recipe.train.max_length, codec.separator)
     report = data_report(splits, codec, encoder, info["choice"], info["cleaning"])
@@ -203,11 +240,12 @@ def train(recipe: Recipe) -> Path:
     trainer = _trainer_class()(
         model=model, args=args,
         train_dataset=to_dataset(splits["train"], encoder, codec),
-        eval_dataset=to_dataset(splits["valid"], encoder, codec) if has_valid else None,
+        eval_dataset=to_dataset(splits["valid"], encoder, codec, training=False) if has_valid else None,
         data_collator=CompletionCollator(tokenizer.pad_token_id),
-        compute_metrics=_validation_metrics if has_valid else None,
+        compute_metrics=(_multilabel_validation_metrics if codec.multi_label else _validation_metrics)
+        if has_valid else None,
         callbacks=[_metrics_logger(run_dir / "metrics.jsonl")],
-        label_token_ids=codec.token_ids,
+        codec=codec,
     )
     start = time.perf_counter()
     result = trainer.train()
@@ -222,12 +260,14 @@ def train(recipe: Recipe) -> Path:
 
     classifier = Classifier(model, tokenizer, codec, max_length=t.max_length, precision=precision,
                             batch_size=t.eval_batch_size)
+    if codec.multi_label:
+        return _finish_multilabel(run_dir, classifier, splits, recipe, train_seconds, result, trainer, device)
     summary: dict[str, Any] = {
         "train_seconds": round(train_seconds, 1),
         "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
         "precision": precision, "device": str(device), "best_checkpoint": trainer.state.best_model_checkpoint,
     }
-    for name in ("train", "valid", "test"):
+    for name in t.evaluate:
         part = splits[name]
         if not part:
             continue
@@ -252,3 +292,52 @@ def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:
         if (checkpoints[-1] / name).exists():
             shutil.copy2(checkpoints[-1] / name, last / name)
 
+
+
+def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Example]], recipe: Recipe,
+                       train_seconds: float, result: Any, trainer: Any, device: torch.device) -> Path:
+    """Tune the decision thresholds on the validation split, save them, and evaluate every split."""
+    import numpy as np
+
+    from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
+    from neogen.thresholds import Thresholds, tune_thresholds
+
+    codec, ml = classifier.codec, recipe.multilabel
+    at_least_one = ml.at_least_one if ml.at_least_one is not None else not recipe.data.allow_empty
+    # The validation split is scored whatever train.evaluate says: the thresholds are tuned on it.
+    wanted = set(recipe.train.evaluate) | {"valid"}
+    scored = {name: classifier.predict_proba([ex.text for ex in part], progress=True).probs
+              for name, part in splits.items() if part and name in wanted}
+    truth = {name: np.array([codec.multi_hot(ex.labels) for ex in splits[name]]) for name in scored}
+    if ml.threshold in ("per_label", "shared") and "valid" in scored:
+        thresholds = tune_thresholds(truth["valid"], scored["valid"], codec.labels, mode=ml.threshold,
+                                     at_least_one=at_least_one, min_positives=ml.min_positives)
+    else:
+        value = 0.5 if ml.threshold in ("per_label", "shared") else float(ml.threshold)
+        if ml.threshold in ("per_label", "shared"):
+            logger.warning("no validation split to tune thresholds on: using %.2f for every label", value)
+        thresholds = Thresholds.default(codec.labels, value)
+        thresholds.at_least_one = at_least_one
+    thresholds.save(run_dir / THRESHOLDS_FILE)
+    classifier.thresholds = thresholds
+    summary: dict[str, Any] = {
+        "train_seconds": round(train_seconds, 1),
+        "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
+        "precision": classifier.precision, "device": str(device),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "encoding": codec.encoding,
+        "threshold": ml.threshold,
+    }
+    for name, probs in scored.items():
+        if name not in recipe.train.evaluate:
+            continue
+        extra: dict[str, Any] = {"split": name, "encoding": codec.encoding}
+        if codec.encoding == "powerset":
+            unseen = sum(codec.class_index(ex.labels) is None for ex in splits[name])
+            extra["unseen_label_sets"] = unseen
+        metrics = write_multilabel_evaluation(run_dir / "eval" / name, truth[name], probs, thresholds.decide(probs),
+                                              codec.labels, extra=extra)
+        summary[name] = {k: metrics[k] for k in ("n", "micro_f1", "macro_f1", "samples_f1", "roc_auc",
+                                                 "hamming_loss", "subset_accuracy")}
+        logger.info("%s split:\n%s", name, format_multilabel_metrics(metrics))
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return run_dir

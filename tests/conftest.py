@@ -100,3 +100,15 @@ def tiny_run(tiny_neo: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "output_dir": str(tmp / "run"),
     })
     return train(recipe)
+
+
+def toy_multilabel_rows(n: int = 24) -> list[tuple[str, str]]:
+    """Texts carrying one or two of three labels, each label with its own words; labels joined by ';'."""
+    words = {"anger": ("furious", "rage"), "joy": ("happy", "delight"), "fear": ("scared", "afraid")}
+    names = sorted(words)
+    rows = []
+    for i in range(n):
+        chosen = [names[i % 3]] if i % 2 else [names[i % 3], names[(i + 1) % 3]]
+        text = f"post {i}: " + " and ".join(words[name][i % 2] for name in chosen)
+        rows.append((text, ";".join(chosen)))
+    return rows

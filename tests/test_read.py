@@ -80,3 +80,67 @@ def test_detect_columns_needs_a_label_column(tmp_path):
     records = [(i + 2, {"text": f"text {i}"}) for i in range(3)]
     with pytest.raises(DataError, match="no label column"):
         detect_columns(tmp_path / "d.csv", records)
+
+
+def test_labels_joined_by_a_separator_are_detected_and_reported(tmp_path):
+    rows = [("I love this, thank you", "joy;gratitude"), ("so sad today", "sadness"), ("thanks a lot", "gratitude"),
+            ("what a day", "joy"), ("ugh and yay", "sadness;joy")]
+    examples, choice = load_examples(write_csv(tmp_path / "d.csv", rows))
+    assert choice.multi_label and choice.label_separator == ";"
+    assert "labels joined by ';' (2 rows hold several)" in choice.reason
+    assert examples[0].labels == ("gratitude", "joy") and examples[0].label == "gratitude,joy"
+    assert examples[1].labels == ("sadness",)
+
+
+def test_commas_inside_single_labels_are_not_a_label_set(tmp_path):
+    rows = [(f"where is the capital number {i}", "Washington, D.C." if i % 2 else "Paris") for i in range(6)]
+    examples, choice = load_examples(write_csv(tmp_path / "d.csv", rows))
+    assert not choice.multi_label and examples[1].label == "Washington, D.C." and examples[1].labels is None
+
+
+def test_one_zero_one_column_per_label(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("comment,toxic,obscene,insult\n\"you are great, really\",0,0,0\nsome rude words,1,1,0\n"
+                    "\"a longer, polite text\",0,0,1\n")
+    examples, choice = load_examples(path, allow_empty=True)
+    assert choice.multi_label and choice.label_columns == ("toxic", "obscene", "insult")
+    assert "3 columns hold only 0/1 values" in choice.reason
+    assert [ex.labels for ex in examples] == [(), ("obscene", "toxic"), ("insult",)]
+
+
+def test_jsonl_label_lists(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "happy and grateful", "labels": ["joy", "gratitude", "joy"]}\n'
+                    '{"text": "nothing much", "labels": ["neutral"]}\n')
+    examples, choice = load_examples(path)
+    assert choice.multi_label and choice.label == "labels"
+    assert examples[0].labels == ("gratitude", "joy") and examples[1].labels == ("neutral",)
+    with pytest.raises(DataError, match=r"d.jsonl:1: the label in column 'labels' is a list.*multi_label=true"):
+        load_examples(path, multi_label=False)
+
+
+def test_rows_without_labels_need_allow_empty(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "labels": ["x", "y"]}\n{"text": "b", "labels": []}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: no label in column 'labels'.*allow_empty=true"):
+        load_examples(path)
+    examples, _ = load_examples(path, allow_empty=True)
+    assert examples[1].labels == () and examples[1].label == ""
+
+
+def test_bad_cell_in_a_label_column_names_line_and_column(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,a,b\nfirst text here,1,0\nsecond text here,0,1\nthird text,2,0\n")
+    examples, choice = load_examples(path)  # "2" is not 0/1: no 0/1 shape detected, single-label read
+    assert not choice.multi_label
+    with pytest.raises(DataError, match=r"d.csv:4: column 'a' holds '2', not 0 or 1"):
+        from neogen.read import ColumnChoice, _label_set
+
+        _label_set(path, 4, {"text": "third text", "a": "2", "b": "0"},
+                   ColumnChoice("text", "a,b", "", multi_label=True, label_columns=("a", "b")))
+
+
+def test_multi_label_true_reads_single_values_as_one_label_sets(tmp_path):
+    rows = [(f"text number {i}", "x" if i % 2 else "y") for i in range(4)]
+    examples, choice = load_examples(write_csv(tmp_path / "d.csv", rows), multi_label=True)
+    assert choice.multi_label and [ex.labels for ex in examples] == [("y",), ("x",), ("y",), ("x",)]

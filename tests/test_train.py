@@ -5,20 +5,22 @@ import torch
 from conftest import toy_rows, write_csv
 
 from neogen.errors import DataError
+from neogen.labels import LabelCodec
 from neogen.recipe import Recipe
 from neogen.train import CompletionCollator, _trainer_class, train
 
 
 def test_loss_is_the_causal_lm_loss_of_the_completion_token_only(tiny_neo):
     """Our last-position loss equals Hugging Face's causal-LM loss with every prompt token masked (-100)."""
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
     model = AutoModelForCausalLM.from_pretrained(tiny_neo)
+    codec = LabelCodec.fit(["Biology", "Physics"], AutoTokenizer.from_pretrained(tiny_neo))
     prompts = [[464, 3290, 318, 257, 2685, 628, 21017, 628], [1212, 628, 21017, 628]]
-    label_token_ids = [16320, 23878]
+    label_token_ids = codec.token_ids
     classes = [1, 0]
     trainer = _trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
-                               label_token_ids=label_token_ids)
+                               codec=codec)
     features = [{"input_ids": p, "labels": c} for p, c in zip(prompts, classes, strict=True)]
     batch = CompletionCollator(pad_id=50256)(features)
     ours = trainer.compute_loss(model, batch)

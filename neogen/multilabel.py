@@ -1,0 +1,197 @@
+"""Multi-label classification: the label codec and the three ways of reading a label set off one causal LM.
+
+  powerset     every label set seen in training is one class with its own completion token; training and the
+               forward pass are exactly single-label's, and a label's probability is the summed probability of the
+               sets holding it. Cannot predict a set it never saw.
+  independent  one forward pass; each label token's logit after the separator is its own yes/no decision
+               (sigmoid, binary cross-entropy), so any subset can come out.
+  yes_no       each label's token is appended after the separator and the model answers " yes" or " no"; the
+               text's key/value cache is computed once and shared by all labels (`forward.suffix_logits`).
+
+All three give per-label probabilities (N, L); thresholds (neogen.thresholds) turn them into label sets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neogen.errors import NeogenError
+from neogen.forward import next_token_logits, suffix_logits
+from neogen.labels import LabelCodec, single_token
+from neogen.prompt import SEPARATOR
+from neogen.read import label_key
+
+ENCODINGS = ("powerset", "independent", "yes_no")
+NO_LABEL = "(none)"  # the powerset class of the empty label set
+ANSWER_CHOICES = ((" yes", " no"), (" Yes", " No"), (" Y", " N"))
+MULTI_CODEC_VERSION = 1
+
+
+@dataclass
+class MultiLabelCodec:
+    """Maps label sets to the tokens one encoding trains and reads, and back."""
+
+    encoding: str
+    labels: list[str]  # the L labels, sorted
+    classes: LabelCodec  # completion tokens: of label sets (powerset) or of labels (independent, yes_no)
+    combinations: list[list[str]] | None = None  # powerset: class index -> its label set
+    answers: list[str] | None = None  # yes_no: [" yes", " no"]
+    answer_ids: list[int] | None = None
+    allow_empty: bool = False
+    version: int = MULTI_CODEC_VERSION
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def fit(cls, label_sets: Iterable[Sequence[str]], tokenizer: Any, encoding: str = "independent",
+            allow_empty: bool = False, separator: str = SEPARATOR) -> MultiLabelCodec:
+        """Build the codec of an encoding from the training rows' label sets."""
+        if encoding not in ENCODINGS:
+            raise NeogenError(f"unknown multi-label encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
+        sets = [tuple(sorted(s)) for s in label_sets]
+        labels = sorted({label for s in sets for label in s})
+        if len(labels) < 2:
+            raise NeogenError(f"multi-label classification needs at least two labels, found {labels}")
+        if encoding == "powerset":
+            names = sorted({label_key(s) or NO_LABEL for s in sets})
+            classes = LabelCodec.fit(names, tokenizer, separator)
+            combinations = [[] if name == NO_LABEL else name_set(name, labels) for name in classes.labels]
+            return cls(encoding, labels, classes, combinations=combinations, allow_empty=allow_empty)
+        classes = LabelCodec.fit(labels, tokenizer, separator)
+        if encoding == "independent":
+            return cls(encoding, labels, classes, allow_empty=allow_empty)
+        for answers in ANSWER_CHOICES:
+            ids = [single_token(tokenizer, a) for a in answers]
+            if None not in ids:
+                return cls(encoding, labels, classes, answers=list(answers), answer_ids=ids, allow_empty=allow_empty)
+        raise NeogenError("the tokenizer has no single-token yes/no answer pair; use another encoding")
+
+    multi_label = True
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def separator(self) -> str:
+        return self.classes.separator
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.classes.token_ids
+
+    def multi_hot(self, labels: Iterable[str]) -> list[float]:
+        """The (L,) 0/1 vector of a label set; an unknown label raises KeyError."""
+        row = [0.0] * len(self.labels)
+        for label in labels:
+            row[self._index[label]] = 1.0
+        return row
+
+    def class_index(self, labels: Sequence[str]) -> int | None:
+        """Powerset: the class of a label set, None for a set not seen in training."""
+        try:
+            return self.classes.index(label_key(labels) or NO_LABEL)
+        except KeyError:
+            return None
+
+    def membership(self) -> np.ndarray:
+        """Powerset: (K, L) 0/1 matrix, row k the label set of class k."""
+        matrix = np.zeros((len(self.classes), len(self.labels)), dtype=np.float32)
+        for k, combination in enumerate(self.combinations or []):
+            matrix[k, [self._index[label] for label in combination]] = 1.0
+        return matrix
+
+    def check_tokenizer(self, tokenizer: Any) -> None:
+        self.classes.check_tokenizer(tokenizer)
+        if self.answers and [single_token(tokenizer, a) for a in self.answers] != self.answer_ids:
+            raise NeogenError("the label codec was built with a different tokenizer: the yes/no answers encode "
+                              "differently. Load the run with the base model it was trained on.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": "multi_label", "version": self.version, "encoding": self.encoding, "labels": self.labels,
+                "allow_empty": self.allow_empty, "combinations": self.combinations, "answers": self.answers,
+                "answer_ids": self.answer_ids, "classes": self.classes.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MultiLabelCodec:
+        if data.get("version") != MULTI_CODEC_VERSION:
+            raise NeogenError(f"unsupported multi-label codec version {data.get('version')}; "
+                              f"expected {MULTI_CODEC_VERSION}")
+        return cls(data["encoding"], data["labels"], LabelCodec.from_dict(data["classes"]),
+                   combinations=data.get("combinations"), answers=data.get("answers"),
+                   answer_ids=data.get("answer_ids"), allow_empty=data.get("allow_empty", False))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def name_set(name: str, labels: list[str]) -> list[str]:
+    """Powerset: the label set named by a class (its labels joined by ',' ), split back against the known labels."""
+    known = set(labels)
+    if name in known:
+        return [name]
+    parts = name.split(",")
+    if all(p in known for p in parts):
+        return parts
+    raise NeogenError(f"cannot split the label set {name!r} into known labels; labels must not contain ','")
+
+
+def load_codec(path: str | Path, tokenizer: Any | None = None) -> LabelCodec | MultiLabelCodec:
+    """Load labels.json of either task; with a tokenizer, check it is the one the codec was built with."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    codec = MultiLabelCodec.from_dict(data) if data.get("task") == "multi_label" else LabelCodec.from_dict(data)
+    if tokenizer is not None:
+        codec.check_tokenizer(tokenizer)
+    return codec
+
+
+def binary_logits(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """independent / yes_no: (B, T) prompts -> (B, L) logits of each label's yes/no decision."""
+    label_ids = torch.tensor(codec.token_ids, device=ids.device)
+    if codec.encoding == "independent":
+        return next_token_logits(model, ids, mask)[:, label_ids]  # (B, L)
+    answers = suffix_logits(model, ids, mask, label_ids[:, None], torch.tensor(codec.answer_ids, device=ids.device))
+    return answers[..., 0] - answers[..., 1]  # (B, L, 2) -> (B, L): log-odds of " yes" over " no"
+
+
+def label_probabilities(model: Any, codec: MultiLabelCodec, ids: torch.Tensor,
+                        mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T) prompts -> (B, L) per-label probabilities and (B,) label-token mass (None for yes_no)."""
+    if codec.encoding == "yes_no":
+        return torch.sigmoid(binary_logits(model, codec, ids, mask)), None
+    logits = next_token_logits(model, ids, mask)  # (B, V)
+    class_logits = logits[:, torch.tensor(codec.token_ids, device=ids.device)]  # (B, K)
+    mass = torch.exp(torch.logsumexp(class_logits, -1) - torch.logsumexp(logits, -1))  # (B,)
+    if codec.encoding == "independent":
+        return torch.sigmoid(class_logits), mass
+    membership = torch.as_tensor(codec.membership(), device=ids.device)  # (K, L)
+    return torch.softmax(class_logits, -1) @ membership, mass  # marginal probability of each label
+
+
+def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor,
+                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training/validation loss and (B, L) per-label probabilities.
+
+    targets are class indexes (B,) for powerset training, the causal-LM cross-entropy of the set's token; else
+    (B, L) 0/1 rows, scored by binary cross-entropy (powerset validation uses its marginals, so label sets unseen
+    in training still count).
+    """
+    if codec.encoding == "powerset":
+        logits = next_token_logits(model, ids, mask)  # (B, V)
+        token_ids = torch.tensor(codec.token_ids, device=ids.device)
+        membership = torch.as_tensor(codec.membership(), device=ids.device)  # (K, L)
+        probs = torch.softmax(logits[:, token_ids], -1) @ membership  # (B, L)
+        if targets.dtype == torch.long:
+            return F.cross_entropy(logits, token_ids[targets]), probs
+        return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets.float()), probs
+    logits = binary_logits(model, codec, ids, mask)  # (B, L)
+    return F.binary_cross_entropy_with_logits(logits, targets.float()), torch.sigmoid(logits)
