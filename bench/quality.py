@@ -34,6 +34,7 @@ from neogen.read import Example, load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss")
+HEAD_LR = 2e-4
 
 
 def write_csv(path: Path, examples: list[Example]) -> Path:
@@ -107,20 +108,31 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=t.epochs,
                              per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-                             learning_rate=lr or t.lr, warmup_steps=t.warmup, lr_scheduler_type=t.scheduler,
-                             bf16=precision == "bf16", use_cpu=device.type == "cpu", save_strategy="no",
-                             report_to=[], seed=t.seed, train_sampling_strategy="group_by_length",
-                             disable_tqdm=True, logging_steps=10_000)
+                             per_device_eval_batch_size=t.eval_batch_size, learning_rate=lr or t.lr,
+                             weight_decay=t.weight_decay, optim=t.optimizer, warmup_steps=t.warmup,
+                             lr_scheduler_type=t.scheduler, bf16=precision == "bf16", fp16=precision == "fp16",
+                             use_cpu=device.type == "cpu", save_strategy="no", report_to=[], seed=t.seed,
+                             train_sampling_strategy="group_by_length", disable_tqdm=True,
+                             logging_steps=t.logging_steps)
     trainer = Trainer(model=model, args=args, train_dataset=dataset(train),
                       data_collator=DataCollatorWithPadding(tokenizer))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    logits = trainer.predict(dataset(test)).predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
+    losses = [round(log["loss"], 4) for log in trainer.state.log_history if "loss" in log]
+    # Trainer's eval/test sampler follows train_sampling_strategy: with "group_by_length" it returns predictions
+    # in a shuffled, length-grouped order, which scored against the labels in file order is chance. Predict in
+    # file order, and check the order through the label ids that come back with the predictions.
+    trainer.args.train_sampling_strategy = "sequential"
+    y = [labels.index(ex.label) for ex in test]
+    output = trainer.predict(dataset(test))
+    if output.label_ids is None or not np.array_equal(output.label_ids, y):
+        raise RuntimeError("trainer.predict did not return the test rows in their order")
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
-    metrics = classification_metrics([labels.index(ex.label) for ex in test], probs, labels)
-    return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds, "lr": lr or t.lr}
+    metrics = classification_metrics(y, probs, labels)
+    return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds, "lr": lr or t.lr, "precision": precision,
+                                            "train_loss_first_last": [losses[0], losses[-1]] if losses else None}
 
 
 def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: Path) -> dict[str, Any]:
@@ -138,15 +150,23 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
                         help="neogen recipe; its model, LoRA and training settings serve the head model too")
     parser.add_argument("--methods", default="tfidf,head,neogen")
-    parser.add_argument("--head-lr", type=float, default=2e-4,
-                        help="learning rate of the head model (at neogen's 1e-3 the fresh score head diverged)")
+    parser.add_argument("--head-lr", type=float, default=HEAD_LR,
+                        help="learning rate of the head model (default: %(default)s)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --json: keep the figures already in that file for the methods not run now")
     parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for head and neogen")
     args = parser.parse_intermixed_args()
 
     folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{args.dataset}-"))
     files = splits(args.dataset, folder)
-    results: dict[str, Any] = {}
+    report: dict[str, Any] = {"dataset": args.dataset, "machine": cpu_model(), "recipe": args.recipe,
+                              "overrides": args.overrides, "results": {}}
+    if args.merge and args.json and Path(args.json).exists():
+        report = json.loads(Path(args.json).read_text())
+        if report.get("dataset") != args.dataset:
+            raise SystemExit(f"--merge: {args.json} holds data set {report.get('dataset')!r}, not {args.dataset!r}")
+    results = report["results"]
     for method in args.methods.split(","):
         if method == "tfidf":
             results[method] = tfidf(files)
@@ -154,6 +174,8 @@ def main() -> None:
             results[method] = head(files, args.recipe, args.overrides, args.head_lr)
         else:
             results[method] = neogen(files, args.recipe, args.overrides, folder / "run")
+        if method != "tfidf":  # each entry names its own settings: merged files hold runs with different ones
+            results[method] |= {"recipe": args.recipe, "overrides": args.overrides}
         print(f"{method}: " + json.dumps(results[method]), flush=True)
     print(f"\n{args.dataset} ({cpu_model()}; recipe {args.recipe} {' '.join(args.overrides)})")
     print(f"{'method':<8} {'accuracy':>9} {'macro-F1':>9} {'ROC AUC':>8} {'log loss':>9} {'train s':>8}")
@@ -162,8 +184,7 @@ def main() -> None:
               f"{r['train_seconds']:>8.0f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"dataset": args.dataset, "machine": cpu_model(), "recipe": args.recipe,
-                                               "overrides": args.overrides, "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

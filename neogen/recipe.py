@@ -231,6 +231,11 @@ def _coerce(value: Any, f: dataclasses.Field, name: str, problems: list[str]) ->
         return None
     if annotation.startswith("float") and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if annotation.startswith("float") and isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-3 (no dot) as a string; users mean the number
+            return float(value)
+        except ValueError:
+            pass
     if annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
         return value
     if annotation.startswith("bool") and isinstance(value, bool):

@@ -311,7 +311,7 @@ def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Ex
     truth = {name: np.array([codec.multi_hot(ex.labels) for ex in splits[name]]) for name in scored}
     if ml.threshold in ("per_label", "shared") and "valid" in scored:
         thresholds = tune_thresholds(truth["valid"], scored["valid"], codec.labels, mode=ml.threshold,
-                                     at_least_one=at_least_one, min_positives=ml.min_positives)
+                                     at_least_one=at_least_one, min_positives=ml.min_positives, split="valid")
     else:
         value = 0.5 if ml.threshold in ("per_label", "shared") else float(ml.threshold)
         if ml.threshold in ("per_label", "shared"):

@@ -85,3 +85,29 @@ def test_errors_are_one_clear_line(cli_run):
 def test_help_recipe_lists_keys():
     out = neogen("train", "--help-recipe").stdout
     assert "train.max_length" in out and "lora.target_modules" in out
+
+
+def test_multi_label_from_prepare_to_eval(tiny_neo, tmp_path):
+    """prepare detects joined labels; train, classify, score and eval give label sets and per-label scores."""
+    from conftest import toy_multilabel_rows
+
+    csv = write_csv(tmp_path / "ml.csv", toy_multilabel_rows(36), header=("post", "emotions"))
+    prep = neogen("prepare", str(csv), "--out", str(tmp_path / "prepared"), "--model", tiny_neo, "--test-ratio",
+                  "0.25", "--valid-ratio", "0.25", "--shuffle", "--encoding", "powerset")
+    assert "labels joined by ';'" in prep.stdout and "multi-label (powerset): 6 distinct label sets" in prep.stdout
+    row = json.loads((tmp_path / "prepared" / "train.jsonl").read_text().splitlines()[0])
+    assert isinstance(row["labels"], list) and row["completion"].startswith(" ")
+    neogen("train", "-", f"model.name={tiny_neo}", f"data.train={tmp_path}/prepared/train.jsonl",
+           f"data.valid={tmp_path}/prepared/valid.jsonl", f"data.test={tmp_path}/prepared/test.jsonl",
+           "multilabel.encoding=powerset", "lora.r=4", "train.max_length=32", "train.precision=fp32",
+           "train.lr=5e-3", f"output_dir={tmp_path}/run")
+    run = str(tmp_path / "run")
+    out = [json.loads(line) for line in neogen("classify", run, "post 9: furious", "post 4: happy").stdout.splitlines()]
+    assert [o["text"] for o in out] == ["post 9: furious", "post 4: happy"]
+    assert all(isinstance(o["labels"], list) and set(o["scores"]) == {"anger", "fear", "joy"} for o in out)
+    scored = neogen("score", run, "-", "-", "--no-progress", stdin='{"text": "post 9: furious"}\n').stdout
+    assert json.loads(scored)["labels"] == out[0]["labels"]
+    ev = neogen("eval", run, f"{tmp_path}/prepared/test.jsonl")
+    assert "micro-F1" in ev.stdout and (tmp_path / "run" / "eval" / "test" / "metrics.json").exists()
+    metrics = json.loads((tmp_path / "run" / "eval" / "test" / "metrics.json").read_text())
+    assert metrics["n"] == 9 and metrics["encoding"] == "powerset"

@@ -56,3 +56,7 @@ def test_help_lists_every_key():
     text = recipe_help()
     for key in ("model.name", "lora.r", "data.text_column", "train.max_length", "output_dir"):
         assert key in text
+
+
+def test_exponent_without_a_dot_is_a_number():
+    assert load_recipe(None, ["train.lr=5e-3", "data.train=x.csv"]).train.lr == 0.005
