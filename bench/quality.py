@@ -7,7 +7,10 @@
   neogen     `neogen train` with the recipe, on the same files.
 
     python bench/quality.py student --json bench/results/quality-student.json
-    python bench/quality.py trec6 --json bench/results/quality-trec6.json
+    python bench/quality.py trec6 --json bench/results/quality-trec6.json train.epochs=1 train.max_length=96
+
+`--methods head --merge` re-runs one method and keeps the other figures already in the JSON file; every head and
+neogen entry records its own recipe and overrides.
 
 Data sets (from ../shared/data): `student` = student questions, first 80% train / last 20% test, unshuffled, as in
 the GPT-Neo tutorial; `trec6` = TREC coarse classes, the 5,452 training questions / the 500 TREC-10 test questions.
@@ -34,7 +37,6 @@ from neogen.read import Example, load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss")
-HEAD_LR = 2e-4
 
 
 def write_csv(path: Path, examples: list[Example]) -> Path:
@@ -76,7 +78,8 @@ def tfidf(files: dict[str, Path]) -> dict[str, Any]:
 
 
 def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: float | None) -> dict[str, Any]:
-    """LoRA + a score head on the recipe's base model, trained with the recipe's settings (lr aside) on the Trainer."""
+    """LoRA + a score head on the recipe's base model, trained with the recipe's settings on the Trainer (`lr`, when
+    given, replaces the recipe's learning rate)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
@@ -150,8 +153,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
                         help="neogen recipe; its model, LoRA and training settings serve the head model too")
     parser.add_argument("--methods", default="tfidf,head,neogen")
-    parser.add_argument("--head-lr", type=float, default=HEAD_LR,
-                        help="learning rate of the head model (default: %(default)s)")
+    parser.add_argument("--head-lr", type=float,
+                        help="learning rate of the head model (default: the recipe's, as for neogen)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--merge", action="store_true",
                         help="with --json: keep the figures already in that file for the methods not run now")

@@ -47,13 +47,14 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     (B * L, S) suffix tokens run over it with position ids len_b + arange(S) (learned absolute positions in GPT-Neo,
     RoPE in Llama) and a 2-D mask that hides each prompt's padding.
 
-    Design (a), cache expanded per label, rather than (b), one (B, L * S) pass over the un-expanded cache with a
-    custom 4-D mask: transformers 5 does pass a 4-D mask through unchanged with a cache, but GPT-Neo's eager attention
-    also ANDs in its own causal / local-window mask (`self.bias`) indexed by the physical position in the cache, and a
-    mask can only take keys away. In (b) label j's suffix sits j * S slots further right than its logical position,
-    so once T + L * S exceeds the window (256 in GPT-Neo-125M) its local layers silently drop real prompt keys (and
-    T + L * S may overrun the bias table). (a) is correct on both architectures; (b) would save the cache copy but not
-    the suffix's MLP work, which dominates at these sizes.
+    Design (a), the cache expanded per label, rather than (b), one (B, L * S) suffix pass over the un-expanded cache
+    with a custom 4-D mask that lets each suffix see the prompt and itself only. transformers 5 passes a 4-D mask
+    through unchanged with a cache, but GPT-Neo's eager attention also applies its own causal / local-window mask
+    (`self.bias`), indexed by the physical slot in the cache, and a mask can only take keys away: in (b) label j's
+    suffix sits j * S slots right of its logical position, so once T + L * S exceeds the local window (256 in
+    GPT-Neo-125M) its local layers silently drop real prompt keys (and a long L * S overruns the bias table); flash
+    attention takes no 4-D mask at all. (b) copies no cache and measured faster on CPU (Llama), but only (a) is right
+    on both architectures and every attention implementation, so (a) it is.
 
     The cache is re-aligned from right- to left-padded before the suffix pass (each row rolled by its length), so
     that physical distances between a suffix token and the real prompt tokens equal their logical distances: that
@@ -92,7 +93,7 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     rows = batch * n_suffix  # row r = b * L + j
     step = rows if max_rows is None else max(1, int(max_rows))
     offsets = torch.arange(suffix_len, device=device)  # (S,)
-    read_ids = read_ids.to(device)
+    suffix_ids, read_ids = suffix_ids.to(device), read_ids.to(device)
     chunks = []
     for start in range(0, rows, step):
         r = torch.arange(start, min(start + step, rows), device=device)  # (R,)
@@ -100,7 +101,7 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         chunk_cache = DynamicCache()
         for i, (keys, values) in enumerate(kv):
             chunk_cache.update(keys, values, i)  # (B, H, T, D)
-        chunk_cache.batch_select_indices(b)  # (R, H, T, D): the one copy per label
+        chunk_cache.batch_select_indices(b)  # (R, H, T, D): the prompt cache copied once per label
         mask = torch.cat([left_mask[b], torch.ones_like(left_mask[b, :1]).expand(-1, suffix_len)], dim=1)  # (R, T+S)
         positions = lengths[b, None] + offsets  # (R, S) logical positions right after each prompt
         out = model(input_ids=suffix_ids[j], attention_mask=mask, position_ids=positions,
