@@ -7,6 +7,8 @@ Every method sees the same rows and tunes its thresholds the same way (neogen.th
   python bench/multilabel.py prepare                     # writes runs/goemotions/{train,valid,test}.jsonl
   python bench/multilabel.py run --json bench/results/multilabel-goemotions.json
   python bench/multilabel.py run --methods tfidf          # the baseline alone (seconds)
+  python bench/multilabel.py speed --json ...             # re-time scoring of the trained runs only (quiet machine)
+  python bench/multilabel.py subset --test-rows 1000 --json ...   # every method on the first N test rows
 
 `run` trains recipes/smollm2-135m-goemotions.yaml once per encoding (`neogen train`, overrides after the
 options), then times scoring of --speed-rows test texts with the trained run (batch of the recipe, one process).
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from common import SHARED_DATA, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,12 +120,36 @@ def score_speed(run_dir: Path, test: Path, rows: int) -> dict[str, float]:
     start = time.perf_counter()
     classifier.predict_proba(texts)
     return {"examples_per_second": len(texts) / (time.perf_counter() - start), "precision": classifier.precision,
-            "batch_size": classifier.batch_size}
+            "batch_size": classifier.batch_size, "threads": torch.get_num_threads()}
+
+
+def subset(files: dict[str, Path], methods: list[str], rows: int) -> dict[str, Any]:
+    """Every method on the first `rows` test rows: trained runs are evaluated with `neogen eval` (their saved
+    thresholds), TF-IDF is retrained as in `run`. For encodings too slow to score the whole test set here."""
+    test = DATA / f"test-first{rows}.jsonl"
+    test.write_text("".join(files["test"].read_text(encoding="utf-8").splitlines(keepends=True)[:rows]))
+    out: dict[str, Any] = {}
+    for method in methods:
+        if method == "tfidf":
+            out[method] = tfidf({**files, "test": test})
+            continue
+        run = ROOT / "runs" / f"goemotions-{method}"
+        metrics_file = run / "eval" / test.stem / "metrics.json"
+        if not metrics_file.exists():
+            subprocess.run([sys.executable, "-m", "neogen.cli", "-q", "eval", str(run), str(test), "--out",
+                            str(metrics_file.parent)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        metrics = json.loads(metrics_file.read_text())
+        log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        out[method] = {k: metrics[k] for k in KEYS} | {
+            "train_seconds": next((r["train_runtime"] for r in log if "train_runtime" in r), None)}
+        print(f"{method}: " + json.dumps(out[method]), flush=True)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "run"])
+    parser.add_argument("step", choices=["prepare", "run", "speed", "subset"])
+    parser.add_argument("--test-rows", type=int, default=1000, help="subset: evaluate on the first N test rows")
     parser.add_argument("--train-rows", type=int, default=4000)
     parser.add_argument("--valid-rows", type=int, default=500)
     parser.add_argument("--methods", default="tfidf,independent,powerset,yes_no")
@@ -135,12 +162,21 @@ def main() -> None:
     if args.step == "prepare":
         return
     previous = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    if args.step == "subset":
+        previous[f"first_{args.test_rows}_test_rows"] = subset(files, args.methods.split(","), args.test_rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(previous, indent=2) + "\n")
+        return
     results: dict[str, Any] = previous.get("results", {})
     for method in args.methods.split(","):
         start = time.perf_counter()
-        results[method] = tfidf(files) if method == "tfidf" else \
-            neogen(files, method, args.overrides, args.speed_rows)
-        results[method]["wall_seconds"] = time.perf_counter() - start
+        if args.step == "speed":
+            if method != "tfidf":
+                results[method] |= score_speed(ROOT / "runs" / f"goemotions-{method}", files["test"], args.speed_rows)
+        else:
+            results[method] = tfidf(files) if method == "tfidf" else \
+                neogen(files, method, args.overrides, args.speed_rows)
+            results[method]["wall_seconds"] = time.perf_counter() - start
         print(f"{method}: " + json.dumps(results[method]), flush=True)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

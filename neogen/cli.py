@@ -118,6 +118,19 @@ def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
             raise DataError(ex.source, ex.line, f"label {e.args[0]!r} is not one of the run's labels {codec.labels}",
                             "evaluate on data with the trained labels") from None
     probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
+    if args.tune_thresholds:
+        from neogen.recipe import load_recipe
+        from neogen.thresholds import tune_thresholds
+        from neogen.train import RECIPE_FILE, THRESHOLDS_FILE
+
+        ml = load_recipe(Path(args.run_dir) / RECIPE_FILE).multilabel
+        mode = ml.threshold if ml.threshold in ("per_label", "shared") else "per_label"
+        classifier.thresholds = tune_thresholds(np.array(y), probs, codec.labels, mode=mode,
+                                                at_least_one=classifier.thresholds.at_least_one,
+                                                min_positives=ml.min_positives, split=str(args.data))
+        classifier.thresholds.save(Path(args.run_dir) / THRESHOLDS_FILE)
+        print(f"thresholds tuned on {args.data} and saved to {Path(args.run_dir) / THRESHOLDS_FILE}; the metrics "
+              "below are on the same rows, so optimistic")
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
     metrics = write_multilabel_evaluation(out, np.array(y), probs, classifier.thresholds.decide(probs), codec.labels,
                                           extra={"data": str(args.data), "encoding": codec.encoding})
@@ -177,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--label-separator", help="multi-label runs: the string joining labels in one cell (detected)")
+    p.add_argument("--tune-thresholds", action="store_true",
+                   help="multi-label runs: tune the decision thresholds on this (validation) file and save them")
     p.set_defaults(func=cmd_eval)
     return parser
 
