@@ -138,12 +138,17 @@ def subset(files: dict[str, Path], methods: list[str], rows: int) -> dict[str, A
         if not metrics_file.exists():
             subprocess.run([sys.executable, "-m", "neogen.cli", "-q", "eval", str(run), str(test), "--out",
                             str(metrics_file.parent)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        metrics = json.loads(metrics_file.read_text())
-        log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        out[method] = {k: metrics[k] for k in KEYS} | {
-            "train_seconds": next((r["train_runtime"] for r in log if "train_runtime" in r), None)}
+        out[method] = run_figures(run, metrics_file)
         print(f"{method}: " + json.dumps(out[method]), flush=True)
     return out
+
+
+def run_figures(run: Path, metrics_file: Path) -> dict[str, Any]:
+    """Test figures of a trained run from an eval's metrics.json, with the training time from its Trainer log."""
+    metrics = json.loads(metrics_file.read_text())
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {k: metrics[k] for k in KEYS} | {
+        "train_seconds": next((r["train_runtime"] for r in log if "train_runtime" in r), None)}
 
 
 def main() -> None:
@@ -172,7 +177,11 @@ def main() -> None:
         start = time.perf_counter()
         if args.step == "speed":
             if method != "tfidf":
-                results[method] |= score_speed(ROOT / "runs" / f"goemotions-{method}", files["test"], args.speed_rows)
+                run = ROOT / "runs" / f"goemotions-{method}"
+                entry = results.setdefault(method, {})
+                if "macro_f1" not in entry:  # a run evaluated apart (`neogen eval RUN test.jsonl`)
+                    entry.update(run_figures(run, run / "eval" / "test" / "metrics.json"))
+                entry.update(score_speed(run, files["test"], args.speed_rows))
         else:
             results[method] = tfidf(files) if method == "tfidf" else \
                 neogen(files, method, args.overrides, args.speed_rows)
@@ -180,7 +189,7 @@ def main() -> None:
         print(f"{method}: " + json.dumps(results[method]), flush=True)
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({
+            Path(args.json).write_text(json.dumps(previous | {
                 "dataset": "goemotions", "rows": {"train": args.train_rows, "valid": args.valid_rows,
                                                   "test": "dev.tsv (5426)"},
                 "machine": cpu_model(), "recipe": RECIPE, "overrides": args.overrides, "results": results},

@@ -135,6 +135,7 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
     probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
     metrics = classification_metrics(y, probs, labels)
     return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds, "lr": lr or t.lr, "precision": precision,
+                                            "threads": torch.get_num_threads(),
                                             "train_loss_first_last": [losses[0], losses[-1]] if losses else None}
 
 

@@ -111,3 +111,7 @@ def test_multi_label_from_prepare_to_eval(tiny_neo, tmp_path):
     assert "micro-F1" in ev.stdout and (tmp_path / "run" / "eval" / "test" / "metrics.json").exists()
     metrics = json.loads((tmp_path / "run" / "eval" / "test" / "metrics.json").read_text())
     assert metrics["n"] == 9 and metrics["encoding"] == "powerset"
+    tuned = neogen("eval", run, f"{tmp_path}/prepared/valid.jsonl", "--tune-thresholds")
+    assert "thresholds tuned on" in tuned.stdout
+    saved = json.loads((tmp_path / "run" / "thresholds.json").read_text())
+    assert saved["tuned_on"]["split"] == f"{tmp_path}/prepared/valid.jsonl"

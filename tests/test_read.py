@@ -131,7 +131,7 @@ def test_rows_without_labels_need_allow_empty(tmp_path):
 def test_bad_cell_in_a_label_column_names_line_and_column(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("text,a,b\nfirst text here,1,0\nsecond text here,0,1\nthird text,2,0\n")
-    examples, choice = load_examples(path)  # "2" is not 0/1: no 0/1 shape detected, single-label read
+    _, choice = load_examples(path)  # "2" is not 0/1: no 0/1 shape detected, single-label read
     assert not choice.multi_label
     with pytest.raises(DataError, match=r"d.csv:4: column 'a' holds '2', not 0 or 1"):
         from neogen.read import ColumnChoice, _label_set
