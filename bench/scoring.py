@@ -55,18 +55,6 @@ LEFT_OUT = ("attention score and value matmuls (QK^T, AV), the LM-head row at ea
             "padding tokens, norms/activations/softmax")
 
 
-# ---------------------------------------------------------------------------------------------------------- inputs
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------------------- timing
 
 def sync(device: torch.device) -> None:

@@ -87,7 +87,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                                                 train_sampling_strategy="group_by_length"),
             train_dataset=to_dataset(data["train"], encoder, codec),
             data_collator=CompletionCollator(tokenizer.pad_token_id),
-            label_token_ids=codec.token_ids)
+            codec=codec)
     else:
         from datasets import Dataset
 

@@ -1,0 +1,113 @@
+"""Scoring variants that were measured and not adopted: torch.compile, and linear weights cast to bf16 once.
+
+Both change only how `Classifier.predict_proba` runs the same model, so each is timed against the plain path in
+the same process, and the scores are compared.
+
+  compile   torch.compile(model, dynamic=True) against eager, fp32 (or --precision bf16); compile time reported.
+  precast   bf16 autocast with fp32 weights (autocast casts every linear weight at every forward pass, since a
+            loaded model's weights do not require grad and so are not cached) against the same model with its
+            linear weights stored in bf16 once; --rounds interleaved rounds, batch and one text per call.
+
+    python bench/scoring_variants.py compile
+    python bench/scoring_variants.py precast --rounds 2
+    python bench/scoring_variants.py precast --rows 16 --single 4 --rounds 1     # smoke test
+
+Run it on an otherwise idle machine: the two variants differ by less than this machine's run-to-run spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from common import SHARED_DATA, load, read_trec
+
+from neogen.classify import Classifier
+from neogen.labels import LabelCodec
+
+
+def timed_probs(classifier: Classifier, texts: list[str]) -> tuple[float, np.ndarray]:
+    """(examples/s, probabilities) of one predict_proba call over all texts."""
+    start = time.perf_counter()
+    probs = classifier.predict_proba(texts).probs
+    return len(texts) / (time.perf_counter() - start), probs
+
+
+def one_at_a_time(classifier: Classifier, texts: list[str]) -> float:
+    """Texts/s when every text is its own classify() call, as in an interactive service."""
+    start = time.perf_counter()
+    for text in texts:
+        classifier.classify(text)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def with_bf16_linear(model: Any) -> Any:
+    """A copy whose nn.Linear weights are stored in bf16 (a tied head gets its own copy; embeddings stay fp32)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
+            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(module.bias.detach().to(torch.bfloat16), requires_grad=False)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variant", choices=["compile", "precast"])
+    parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gpt-neo-125m-random or a directory")
+    parser.add_argument("--data", default=str(SHARED_DATA / "trec" / "train_5500.label"))
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--single", type=int, default=100, help="texts classified one per call (precast)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (precast)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                        help="default: fp32 for compile; precast is always bf16")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    texts, gold = read_trec(args.data)
+    texts = texts[: args.rows]
+    model, tokenizer = load(args.model, torch.device("cpu"))
+    model.requires_grad_(False)  # as after Classifier.load: frozen, merged weights
+    codec = LabelCodec.fit(gold, tokenizer)
+    precision = "bf16" if args.variant == "precast" else (args.precision or "fp32")
+    plain = Classifier(model, tokenizer, codec, precision=precision, batch_size=args.batch_size)
+    plain.predict_proba(texts[: args.batch_size])  # warm-up
+
+    if args.variant == "compile":
+        rates = [timed_probs(plain, texts)[0] for _ in range(2)]
+        reference = plain.predict_proba(texts).probs
+        print(f"eager: {rates[0]:.1f}, {rates[1]:.1f} ex/s")
+        plain.model = torch.compile(model, dynamic=True)
+        start = time.perf_counter()
+        plain.predict_proba(texts)
+        print(f"compile + first pass: {time.perf_counter() - start:.1f} s")
+        rates = [timed_probs(plain, texts) for _ in range(2)]
+        print(f"compiled: {rates[0][0]:.1f}, {rates[1][0]:.1f} ex/s; "
+              f"max |score diff| {np.abs(rates[1][1] - reference).max():.2e}")
+        return
+
+    cast = Classifier(with_bf16_linear(model), tokenizer, codec, precision="bf16", batch_size=args.batch_size)
+    assert isinstance(cast._autocast(), torch.autocast), "the embeddings must stay fp32, so autocast stays on"
+    cast.predict_proba(texts[: args.batch_size])
+    diff = 0.0
+    for round_ in range(args.rounds):
+        results = {}
+        for name, classifier in (("autocast, fp32 weights", plain), ("bf16 linear weights", cast)):
+            rate, probs = timed_probs(classifier, texts)
+            results[name] = probs
+            print(f"round {round_}: {name:<23} batch {args.batch_size}: {rate:6.1f} ex/s; "
+                  f"one per call: {one_at_a_time(classifier, texts[: args.single]):5.1f} texts/s", flush=True)
+        diff = max(diff, float(np.abs(results["autocast, fp32 weights"] - results["bf16 linear weights"]).max()))
+    print(f"max |score diff| {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

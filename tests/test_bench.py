@@ -1,0 +1,56 @@
+"""The benchmark scripts still run against the package: each is run as a user would, on a few rows.
+
+They print figures rather than assert them, so these tests check what must hold whatever the machine: the run
+finishes, the three scoring methods agree in fp32, the counts add up. Speed itself is never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SHARED_DATA
+
+TREC = SHARED_DATA / "trec" / "train_5500.label"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not TREC.exists(), reason="needs ../shared/data/trec (the benchmarks' data)")]
+
+
+def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--json", str(out)],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
+    report = run_bench("scoring.py", "--model", "gpt-neo-125m-random", "--rows", "12", "--batch-size", "4",
+                       "--peak-size", "256", "--peak-reps", "1", "--warmup", "1", "--threads", "1",
+                       tmp_path=tmp_path)
+    assert set(report["methods"]) == {"neogen", "naive", "batched"}
+    assert report["agreement"]["pass"] is True
+    assert report["prompt_tokens"]["total"] >= 12 * report["prompt_tokens"]["min"]
+    assert report["flops"]["share_of_peak"] > 0
+
+
+def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
+    report = run_bench("score_memory.py", "--model", "gpt-neo-125m-random", "--lines", "5,20", "--precision",
+                       "fp32", "--threads", "1", tmp_path=tmp_path)
+    assert [r["lines"] for r in report["results"]] == [5, 20]
+    assert all(r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 for r in report["results"])
+
+
+def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
+    if not (SHARED_DATA / "student_questions" / "subjects-questions-subset.csv").exists():
+        pytest.skip("needs ../shared/data/student_questions")
+    report = run_bench("training.py", "--model", "gpt-neo-125m-random", "--rows", "8", "--test-rows", "4",
+                       "--batch-size", "4", "--max-length", "48", "--precision", "fp32", tmp_path=tmp_path)
+    assert [r["method"] for r in report["results"]] == ["neogen", "tutorial"]
+    for r in report["results"]:
+        assert r["train_rows"] == 8 and r["train_examples_per_second"] > 0
+        assert 0.0 <= r["test_accuracy"] <= 1.0
