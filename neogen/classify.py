@@ -68,7 +68,7 @@ class Classifier:
         from peft import PeftModel
 
         from neogen.errors import NeogenError
-        from neogen.models import load_model, load_tokenizer, resolve_precision
+        from neogen.models import cast_for_inference, load_model, load_tokenizer, resolve_precision
         from neogen.multilabel import load_codec
         from neogen.recipe import load_recipe
         from neogen.train import CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
@@ -87,8 +87,10 @@ class Classifier:
         if merge and not recipe.model.quantization:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference
         dev = next(model.parameters()).device
-        return cls(model, tokenizer, codec, max_length=recipe.train.max_length,
-                   precision=resolve_precision(precision or recipe.train.precision, dev),
+        precision = resolve_precision(precision or recipe.train.precision, dev)
+        if merge and not recipe.model.quantization:
+            cast_for_inference(model, precision)
+        return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
                    batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds)
 
     @property
@@ -108,7 +110,8 @@ class Classifier:
         return batches
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision in ("bf16", "fp16") and next(self.model.parameters()).dtype == torch.float32:
+        # Any fp32 weight left (embeddings, norms; all of them before cast_for_inference) computes in low precision.
+        if self.precision in ("bf16", "fp16") and any(p.dtype == torch.float32 for p in self.model.parameters()):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()

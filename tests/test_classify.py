@@ -57,6 +57,24 @@ def test_unmerged_adapter_gives_the_same_answers(tiny_run, clf):
     np.testing.assert_allclose(unmerged.predict_proba(TEXTS).probs, clf.predict_proba(TEXTS).probs, atol=1e-5)
 
 
+def test_weights_cast_once_for_bf16_scoring_give_the_same_scores(tiny_run):
+    import torch
+
+    from neogen.models import cast_for_inference
+
+    loaded = Classifier.load(tiny_run, precision="bf16")  # merged and cast at load
+    linear = [m.weight for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(w.dtype == torch.bfloat16 for w in linear)
+    assert loaded.model.get_input_embeddings().weight.dtype == torch.float32  # the tied head got its own copy
+
+    merged = Classifier.load(tiny_run, precision="fp32")
+    merged.precision = "bf16"
+    reference = merged.predict_proba(TEXTS).probs  # autocast casting the fp32 weights at every batch
+    cast_for_inference(merged.model, "bf16")
+    np.testing.assert_array_equal(merged.predict_proba(TEXTS).probs, reference)
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS).probs, reference)
+
+
 def test_incomplete_run_dir(tmp_path):
     with pytest.raises(NeogenError, match="not a complete neogen run"):
         Classifier.load(tmp_path)
