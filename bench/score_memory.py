@@ -64,8 +64,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     stats = score_jsonl(classifier, args.worker, args.worker + ".out", progress=False)
     wall = time.perf_counter() - start
-    return {"lines": stats.scored, "loaded_rss_mb": loaded / 1024, "peak_rss_mb": memory_kb("VmHWM") / 1024,
-            "growth_mb": (memory_kb("VmHWM") - loaded) / 1024, "seconds": wall, "examples_per_s": stats.scored / wall}
+    peak = memory_kb("VmHWM")
+    return {"lines": stats.scored, "loaded_rss_mb": loaded / 1024, "peak_rss_mb": peak / 1024,
+            "growth_mb": (peak - loaded) / 1024, "seconds": wall, "examples_per_s": stats.scored / wall}
 
 
 def main() -> None:

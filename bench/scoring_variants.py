@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from common import SHARED_DATA, load, read_trec
 
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
+from neogen.models import cast_for_inference
 
 
 def timed_probs(classifier: Classifier, texts: list[str]) -> tuple[float, np.ndarray]:
@@ -43,17 +43,6 @@ def one_at_a_time(classifier: Classifier, texts: list[str]) -> float:
     for text in texts:
         classifier.classify(text)
     return len(texts) / (time.perf_counter() - start)
-
-
-def with_bf16_linear(model: Any) -> Any:
-    """A copy whose nn.Linear weights are stored in bf16 (a tied head gets its own copy; embeddings stay fp32)."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
-            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
-            if module.bias is not None:
-                module.bias = torch.nn.Parameter(module.bias.detach().to(torch.bfloat16), requires_grad=False)
-    return model
 
 
 def main() -> None:
@@ -94,8 +83,9 @@ def main() -> None:
               f"max |score diff| {np.abs(rates[1][1] - reference).max():.2e}")
         return
 
-    cast = Classifier(with_bf16_linear(model), tokenizer, codec, precision="bf16", batch_size=args.batch_size)
-    assert isinstance(cast._autocast(), torch.autocast), "the embeddings must stay fp32, so autocast stays on"
+    cast_model = copy.deepcopy(model)
+    cast_for_inference(cast_model, "bf16")  # what Classifier.load does
+    cast = Classifier(cast_model, tokenizer, codec, precision="bf16", batch_size=args.batch_size)
     cast.predict_proba(texts[: args.batch_size])
     diff = 0.0
     for round_ in range(args.rounds):

@@ -84,11 +84,9 @@ class Classifier:
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
         model = PeftModel.from_pretrained(model, run_dir / adapter)
+        precision = resolve_precision(precision or recipe.train.precision, next(model.parameters()).device)
         if merge and not recipe.model.quantization:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference
-        dev = next(model.parameters()).device
-        precision = resolve_precision(precision or recipe.train.precision, dev)
-        if merge and not recipe.model.quantization:
             cast_for_inference(model, precision)
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
                    batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds)

@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA
 
 TREC = SHARED_DATA / "trec" / "train_5500.label"
+STUDENT = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not TREC.exists(), reason="needs ../shared/data/trec (the benchmarks' data)")]
@@ -45,9 +46,8 @@ def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
     assert all(r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 for r in report["results"])
 
 
+@pytest.mark.skipif(not STUDENT.exists(), reason="needs ../shared/data/student_questions")
 def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
-    if not (SHARED_DATA / "student_questions" / "subjects-questions-subset.csv").exists():
-        pytest.skip("needs ../shared/data/student_questions")
     report = run_bench("training.py", "--model", "gpt-neo-125m-random", "--rows", "8", "--test-rows", "4",
                        "--batch-size", "4", "--max-length", "48", "--precision", "fp32", tmp_path=tmp_path)
     assert [r["method"] for r in report["results"]] == ["neogen", "tutorial"]
