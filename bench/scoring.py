@@ -13,7 +13,10 @@ The same model, texts, prompt token ids (neogen's PromptEncoder) and thread coun
 Each method is warmed up once on a few texts, then timed on all of them. The script checks that the three give the
 same labels and reports the largest score difference, measures the machine's matmul peak (square matmul, same
 dtype and threads) and neogen's achieved FLOP/s = 2 x non-embedding parameters x real prompt tokens / wall time.
-The base model is used as is (no adapter): speed and agreement do not depend on training.
+To say where the rest of the time goes, it also records the shapes of every linear-layer matmul of neogen's pass
+and times each alone: how fast the model's own (small, thin) matmuls can run here, and what share of the wall time
+they take. The base model is used as is (no adapter): speed and agreement do not depend on training. In bf16,
+neogen's linear weights are cast once, as `Classifier.load` does; --generate-weights says what (b) and (c) get.
 
     # the real measurement: SmolLM2-135M, 1000 TREC questions, fp32, all threads
     python bench/scoring.py --json bench/scoring-smollm2-fp32.json
@@ -33,19 +36,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, non_embedding_parameters, read_trec
 
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
+from neogen.models import cast_for_inference
 from neogen.prompt import PromptEncoder
 
 T = TypeVar("T")
@@ -81,6 +88,44 @@ def matmul_peak(dtype: torch.dtype, size: int, reps: int, device: torch.device) 
         torch.mm(a, b)
         rates = [flop / timed(lambda: torch.mm(a, b), device)[1] for _ in range(reps)]
     return {"best": max(rates), "mean": float(np.mean(rates))}
+
+
+def linear_shapes(model: Any, run: Callable[[], Any]) -> Counter[tuple[int, int, int, bool]]:
+    """How often each (M, K, N, bias) shape of the model's linear layers ran during run(); M counts every token in
+    the batch (padding too), K and N are the layer's in and out features. The LM head is left out, as in the count."""
+    shapes: Counter[tuple[int, int, int, bool]] = Counter()
+    head = model.get_output_embeddings()
+
+    def record(module: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], _: Any) -> None:
+        x = inputs[0]
+        shapes[(x.numel() // x.shape[-1], module.in_features, module.out_features, module.bias is not None)] += 1
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()
+             if isinstance(m, torch.nn.Linear) and m is not head]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def linear_ceiling(shapes: Counter[tuple[int, int, int, bool]], dtype: torch.dtype, reps: int,
+                   device: torch.device) -> dict[str, float]:
+    """The model's own matmuls timed alone: each recorded shape as one F.linear on random tensors, best of `reps`
+    after a warm-up, summed over the shapes' counts. Their FLOP/s is the rate these small, thin matmuls reach on
+    this machine, the ceiling for a pass made of them; the square matmul's peak is out of their reach."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    seconds = flop = 0.0
+    with torch.inference_mode():
+        for (m, k, n, bias), count in shapes.items():
+            x = torch.randn(m, k, generator=generator).to(device, dtype)
+            w = torch.randn(n, k, generator=generator).to(device, dtype)
+            b = torch.randn(n, generator=generator).to(device, dtype) if bias else None
+            F.linear(x, w, b)
+            seconds += count * min(timed(lambda x=x, w=w, b=b: F.linear(x, w, b), device)[1] for _ in range(reps))
+            flop += count * 2.0 * m * k * n
+    return {"seconds": seconds, "flop": flop, "flops": flop / seconds}
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -163,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-length", type=int, default=256, help="prompt tokens at most (default: %(default)s)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="fp32, or bf16 autocast over fp32 weights for all methods (default: %(default)s)")
+    parser.add_argument("--generate-weights", choices=["autocast", "cast"], default="autocast",
+                        help="bf16 only: (b)/(c) run under autocast over the fp32 weights (a user's one-line change), "
+                             "or on the bf16 linear weights neogen scores with (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch intra-op threads (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -189,8 +237,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tokens = sum(len(p) for p in prompts)
     warm = min(args.warmup, len(texts))
 
-    # (a) neogen: the Classifier encodes the texts itself, with the same PromptEncoder settings as `prompts`.
-    classifier = Classifier(model, tokenizer, codec, max_length=args.max_length, precision=args.precision,
+    # (a) neogen: the Classifier encodes the texts itself, with the same PromptEncoder settings as `prompts`. In bf16
+    # its linear weights are cast once, as Classifier.load does for `classify()` and `neogen score`.
+    neogen_model = model
+    if args.precision == "bf16":
+        neogen_model = model if args.generate_weights == "cast" else copy.deepcopy(model)
+        cast_for_inference(neogen_model, args.precision)
+    classifier = Classifier(neogen_model, tokenizer, codec, max_length=args.max_length, precision=args.precision,
                             batch_size=args.batch_size)
     assert classifier.encoder(texts) == prompts
     methods: dict[str, Callable[[list[list[int]], list[str]], np.ndarray]] = {
@@ -220,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     peak = matmul_peak(dtype, args.peak_size, args.peak_reps, device)
     params = non_embedding_parameters(model)
     achieved = 2.0 * params * tokens / timing["neogen"]["wall_s"]
+    shapes = linear_shapes(neogen_model, lambda: classifier.predict_proba(texts))
+    ceiling = linear_ceiling(shapes, dtype, args.peak_reps, device)
     head = model.get_output_embeddings().weight
     head_flop = 2.0 * head.shape[0] * head.shape[1] * len(texts)
     lengths = [len(p) for p in prompts]
@@ -231,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "transformers": __import__("transformers").__version__, "python": platform.python_version()},
         "config": {"model": args.model, "data": str(args.data), "rows": len(texts), "batch_size": args.batch_size,
                    "max_length": args.max_length, "precision": args.precision, "generate_order": args.generate_order,
+                   "neogen_weights": "bf16 linear weights, cast once" if args.precision == "bf16" else "fp32",
+                   "generate_weights": ("fp32" if args.precision == "fp32" else
+                                        "bf16 autocast over fp32" if args.generate_weights == "autocast" else
+                                        "bf16 linear weights, cast once"),
                    "labels": codec.labels, "completions": codec.completions},
         "prompt_tokens": {"total": tokens, "mean": tokens / len(texts), "max": max(lengths), "min": min(lengths)},
         "methods": timing,
@@ -239,7 +298,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "peak_matmul": f"{args.peak_size}x{args.peak_size} {args.precision}",
                   "neogen_achieved_flops": achieved, "share_of_peak": achieved / peak["best"],
                   "left_out": LEFT_OUT, "lm_head_flop_left_out": head_flop,
-                  "lm_head_share_of_counted": head_flop / (2.0 * params * tokens)},
+                  "lm_head_share_of_counted": head_flop / (2.0 * params * tokens),
+                  # The same pass's linear layers, each shape timed alone: the rate its matmuls can reach here, and
+                  # the share of the wall time that those matmuls alone take.
+                  "linear_shapes": len(shapes), "linear_calls": sum(shapes.values()), "linear_flops_alone": ceiling["flops"],
+                  "linear_share_of_peak": ceiling["flops"] / peak["best"],
+                  "neogen_share_of_linear_ceiling": achieved / ceiling["flops"],
+                  "linear_seconds_alone": ceiling["seconds"],
+                  "linear_share_of_wall": ceiling["seconds"] / timing["neogen"]["wall_s"]},
     }
     print_report(report, titles)
     if args.json:
@@ -276,6 +342,10 @@ def print_report(report: dict[str, Any], titles: dict[str, str]) -> None:
           f"= {100 * f['share_of_peak']:.1f}% of peak")
     print(f"the count leaves out: {f['left_out']} (the LM-head rows alone would add "
           f"{100 * f['lm_head_share_of_counted']:.1f}%)")
+    print(f"the pass's own linear layers ({f['linear_shapes']} shapes), each timed alone: "
+          f"{f['linear_flops_alone'] / 1e9:.1f} GFLOP/s = {100 * f['linear_share_of_peak']:.1f}% of the square peak; "
+          f"neogen reaches {100 * f['neogen_share_of_linear_ceiling']:.1f}% of that rate, and those matmuls alone take "
+          f"{f['linear_seconds_alone']:.2f} s = {100 * f['linear_share_of_wall']:.1f}% of its wall time")
 
 
 if __name__ == "__main__":

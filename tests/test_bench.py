@@ -37,6 +37,9 @@ def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     assert report["agreement"]["pass"] is True
     assert report["prompt_tokens"]["total"] >= 12 * report["prompt_tokens"]["min"]
     assert report["flops"]["share_of_peak"] > 0
+    # 3 batches of 4 through 12 blocks of 6 linear layers (q, k, v, out, fc, proj); the LM head is not counted.
+    assert report["flops"]["linear_calls"] == 3 * 12 * 6
+    assert 0 < report["flops"]["linear_share_of_wall"]
 
 
 def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
