@@ -301,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "lm_head_share_of_counted": head_flop / (2.0 * params * tokens),
                   # The same pass's linear layers, each shape timed alone: the rate its matmuls can reach here, and
                   # the share of the wall time that those matmuls alone take.
-                  "linear_shapes": len(shapes), "linear_calls": sum(shapes.values()), "linear_flops_alone": ceiling["flops"],
+                  "linear_shapes": len(shapes), "linear_calls": sum(shapes.values()),
+                  "linear_flops_alone": ceiling["flops"],
                   "linear_share_of_peak": ceiling["flops"] / peak["best"],
                   "neogen_share_of_linear_ceiling": achieved / ceiling["flops"],
                   "linear_seconds_alone": ceiling["seconds"],

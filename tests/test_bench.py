@@ -39,7 +39,7 @@ def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     assert report["flops"]["share_of_peak"] > 0
     # 3 batches of 4 through 12 blocks of 6 linear layers (q, k, v, out, fc, proj); the LM head is not counted.
     assert report["flops"]["linear_calls"] == 3 * 12 * 6
-    assert 0 < report["flops"]["linear_share_of_wall"]
+    assert report["flops"]["linear_share_of_wall"] > 0
 
 
 def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
@@ -57,3 +57,21 @@ def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
     for r in report["results"]:
         assert r["train_rows"] == 8 and r["train_examples_per_second"] > 0
         assert 0.0 <= r["test_accuracy"] <= 1.0
+
+
+def test_quality_summary_gives_mean_spread_and_wins(tmp_path: Path) -> None:
+    def run(seed: int, neogen_acc: float, head_acc: float) -> str:
+        metrics = {"roc_auc": 0.99, "macro_f1": 0.9, "log_loss": 0.2}
+        report = {"dataset": "trec6", "results": {"neogen": {"accuracy": neogen_acc, **metrics},
+                                                  "head": {"accuracy": head_acc, **metrics}}}
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(report), encoding="utf-8")
+        return str(path)
+
+    files = [run(0, 0.96, 0.95), run(1, 0.94, 0.95)]
+    summary = run_bench("quality_summary.py", *files, tmp_path=tmp_path)
+    accuracy = summary["methods"]["neogen"]["accuracy"]
+    assert accuracy["values"] == [0.96, 0.94]
+    assert abs(accuracy["mean"] - 0.95) < 1e-12 and abs(accuracy["std"] - 0.0141421356) < 1e-9
+    assert summary["wins"]["accuracy"] == {"neogen": 1, "head": 1}
+    assert summary["wins"]["roc_auc"] == {"neogen": 0, "head": 0}  # ties are nobody's win
