@@ -52,14 +52,23 @@ def random_gpt_neo() -> Any:
     return GPTNeoForCausalLM(config)
 
 
+def stock_model(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Any:
+    """The causal LM as `from_pretrained` gives it (what a user's own code runs), not as neogen prepares it."""
+    from transformers import AutoModelForCausalLM
+
+    from neogen.models import materialize, resolve
+
+    return AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), dtype=dtype).to(device)
+
+
 def load(name: str, device: torch.device) -> tuple[Any, Any]:
-    """(model, tokenizer) in fp32 on `device`; the tokenizer pads with EOS when it has no pad token."""
+    """(stock model, tokenizer) in fp32 on `device`; the tokenizer pads with EOS when it has no pad token."""
     if name == RANDOM_NEO:
         model, tokenizer = random_gpt_neo().to(device), gpt2_tokenizer()
     else:
-        from neogen.models import load_model, load_tokenizer
+        from neogen.models import load_tokenizer
 
-        model, tokenizer = load_model(name, "float32", None, device), load_tokenizer(name)
+        model, tokenizer = stock_model(name, device), load_tokenizer(name)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

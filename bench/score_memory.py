@@ -51,11 +51,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from neogen.classify import Classifier
     from neogen.labels import LabelCodec
+    from neogen.models import cast_for_inference, fuse_activations
     from neogen.score import score_jsonl
 
     torch.set_num_threads(args.threads)
     _, gold = read_trec(args.data)
     model, tokenizer = load(args.model, torch.device("cpu"))
+    fuse_activations(model)  # prepared as load_model and Classifier.load prepare it for `neogen score`
+    cast_for_inference(model, args.precision)
     codec = LabelCodec.fit(gold, tokenizer)
     classifier = Classifier(model, tokenizer, codec, max_length=256, precision=args.precision,
                             batch_size=args.batch_size)

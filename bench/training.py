@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RANDOM_NEO, SHARED_DATA, cpu_model, gpt2_tokenizer, random_gpt_neo
+from common import RANDOM_NEO, SHARED_DATA, cpu_model, gpt2_tokenizer, random_gpt_neo, stock_model
 
 STUDENT = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
 
@@ -62,7 +62,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from neogen.classify import Classifier
     from neogen.labels import LabelCodec
-    from neogen.models import load_model, load_tokenizer, lora_targets, resolve_precision
+    from neogen.models import load_model, load_tokenizer, lora_targets, resolve_dtype, resolve_precision
     from neogen.prompt import PromptEncoder, prompt_text
     from neogen.train import CompletionCollator, _trainer_class, to_dataset
 
@@ -72,7 +72,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     codec = LabelCodec.fit([ex.label for ex in data["train"]], tokenizer)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(args.precision, device)
-    model = load_model(args.model_dir, "auto", None, device)
+    # neogen's model is prepared as neogen.train prepares it (tanh-GELU fused); the tutorial's is from_pretrained's.
+    model = load_model(args.model_dir, "auto", None, device) if args.worker == "neogen" else \
+        stock_model(args.model_dir, device, resolve_dtype("auto", device))
     model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
                                              target_modules=lora_targets(model), task_type="CAUSAL_LM"))
     common = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=args.epochs,

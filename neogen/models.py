@@ -164,9 +164,32 @@ def load_model(name: str, dtype: str = "auto", quantization: str | None = None,
     model = AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), **kwargs)
     if quantization is None:
         model.to(device)
+    fuse_activations(model)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+def fuse_activations(model: Any) -> int:
+    """Swap Python-composed tanh-GELU modules for torch's one-kernel `gelu(approximate="tanh")`; returns how many.
+
+    GPT-Neo and GPT-2 use "gelu_new", which transformers writes as eight elementwise ops on the MLP's 4 x hidden
+    activations. On CPU those took 13% of GPT-Neo-125M's scoring time (torch.profiler, fp32, batch 64; the matmuls
+    took 81%), and in training autograd keeps every intermediate for backward. The fused kernel computes the same
+    formula (outputs differ by float rounding only) and has no parameters, so adapters trained with either
+    activation load and score alike.
+    """
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in module.named_children():
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    if swapped:
+        logger.debug("fused %d tanh-GELU activations", swapped)
+    return swapped
 
 
 def cast_for_inference(model: Any, precision: str) -> None:

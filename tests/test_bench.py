@@ -32,7 +32,7 @@ def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
 def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     report = run_bench("scoring.py", "--model", "gpt-neo-125m-random", "--rows", "12", "--batch-size", "4",
                        "--peak-size", "256", "--peak-reps", "1", "--warmup", "1", "--threads", "1",
-                       tmp_path=tmp_path)
+                       "--repeats", "2", tmp_path=tmp_path)
     assert set(report["methods"]) == {"neogen", "naive", "batched"}
     assert report["agreement"]["pass"] is True
     assert report["prompt_tokens"]["total"] >= 12 * report["prompt_tokens"]["min"]
@@ -40,6 +40,8 @@ def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     # 3 batches of 4 through 12 blocks of 6 linear layers (q, k, v, out, fc, proj); the LM head is not counted.
     assert report["flops"]["linear_calls"] == 3 * 12 * 6
     assert report["flops"]["linear_share_of_wall"] > 0
+    assert 0 < report["flops"]["linear_seconds_in_pass"] < report["flops"]["hooked_pass_wall_s"]
+    assert all(len(row["runs_wall_s"]) == 2 for row in report["methods"].values())  # --repeats 2
 
 
 def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:

@@ -46,3 +46,17 @@ def test_smollm2_gguf_is_dequantized_once_into_the_cache(tmp_path, monkeypatch):
 
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
+
+
+def test_load_model_fuses_tanh_gelu_without_changing_the_outputs(tiny_neo):
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    stock = AutoModelForCausalLM.from_pretrained(tiny_neo).eval()
+    fused = load_model(tiny_neo, "float32", device=torch.device("cpu")).eval()
+    assert any(isinstance(m, NewGELUActivation) for m in stock.modules())
+    assert not any(isinstance(m, NewGELUActivation) for m in fused.modules())
+    assert sum(isinstance(m, GELUTanh) for m in fused.modules()) == stock.config.num_layers
+    ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(input_ids=ids).logits, stock(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
