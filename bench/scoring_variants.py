@@ -9,6 +9,7 @@ adopted: `compile` and the batch shapes of `batching` other than the default.
             linear weights stored in bf16 once; --rounds interleaved rounds, batch and one text per call.
   fuse      the model as from_pretrained gives it against the same model after neogen.models.fuse_activations
             (tanh-GELU as one kernel; GPT-Neo and GPT-2 only), --rounds interleaved rounds.
+  profile   torch.profiler over one predict_proba pass of the model as neogen prepares it: the ops by self CPU time.
   batching  how texts are cut into batches: rows per batch (--batch-sizes), token budgets per batch
             (--token-budgets), and batches of equal-length prompts only (no padding at all); padding overhead and
             examples/s per shape, --rounds interleaved rounds.
@@ -17,6 +18,7 @@ adopted: `compile` and the batch shapes of `batching` other than the default.
     python bench/scoring_variants.py precast --rounds 2
     python bench/scoring_variants.py precast --rows 16 --single 4 --rounds 1     # smoke test
     python bench/scoring_variants.py fuse --model gpt-neo-125m-random --rounds 3
+    python bench/scoring_variants.py profile --model gpt-neo-125m-random --rows 512
     python bench/scoring_variants.py batching --model gpt-neo-125m-random --rounds 3
 
 Run it on an otherwise idle machine: the two variants differ by less than this machine's run-to-run spread.
@@ -94,7 +96,7 @@ def interleaved(variants: dict[str, Classifier], texts: list[str], rounds: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["compile", "precast", "fuse", "batching"])
+    parser.add_argument("variant", choices=["compile", "precast", "fuse", "batching", "profile"])
     parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gpt-neo-125m-random or a directory")
     parser.add_argument("--data", default=str(SHARED_DATA / "trec" / "train_5500.label"))
     parser.add_argument("--rows", type=int, default=1000)
@@ -104,7 +106,7 @@ def main() -> None:
     parser.add_argument("--token-budgets", default="1024,2048",
                         help="padded tokens per batch to compare, at up to 512 rows (batching)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None,
-                        help="default: fp32 for compile, fuse and batching; precast is always bf16")
+                        help="default: fp32 for compile, fuse, batching and profile; precast is always bf16")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -125,6 +127,16 @@ def main() -> None:
         fused = Classifier(fused_model, tokenizer, codec, precision=precision, batch_size=args.batch_size)
         fused.predict_proba(texts[: args.batch_size])
         interleaved({"as from_pretrained": plain, "tanh-GELU fused": fused}, texts, args.rounds)
+        return
+    if args.variant == "profile":
+        from torch.profiler import ProfilerActivity, profile
+
+        fuse_activations(model)  # as load_model and Classifier.load prepare it
+        cast_for_inference(model, precision)
+        plain.predict_proba(texts[: args.batch_size])
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            plain.predict_proba(texts)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         return
     if args.variant == "batching":
         variants: dict[str, Classifier] = {}
