@@ -61,6 +61,16 @@ def stock_model(name: str, device: torch.device, dtype: torch.dtype = torch.floa
     return AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), dtype=dtype).to(device)
 
 
+def prepare_like_neogen(model: Any, precision: str) -> Any:
+    """The model as `load_model` and `Classifier.load` prepare it for scoring: tanh-GELU fused, and in bf16 the
+    linear weights cast once."""
+    from neogen.models import cast_for_inference, fuse_activations
+
+    fuse_activations(model)
+    cast_for_inference(model, precision)
+    return model
+
+
 def load(name: str, device: torch.device) -> tuple[Any, Any]:
     """(stock model, tokenizer) in fp32 on `device`; the tokenizer pads with EOS when it has no pad token."""
     if name == RANDOM_NEO:

@@ -47,18 +47,16 @@ def write_input(texts: list[str], lines: int, path: Path) -> None:
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Score one file in this process; its memory figures and speed."""
     import torch
-    from common import load
+    from common import load, prepare_like_neogen
 
     from neogen.classify import Classifier
     from neogen.labels import LabelCodec
-    from neogen.models import cast_for_inference, fuse_activations
     from neogen.score import score_jsonl
 
     torch.set_num_threads(args.threads)
     _, gold = read_trec(args.data)
     model, tokenizer = load(args.model, torch.device("cpu"))
-    fuse_activations(model)  # prepared as load_model and Classifier.load prepare it for `neogen score`
-    cast_for_inference(model, args.precision)
+    prepare_like_neogen(model, args.precision)  # as `neogen score` runs it
     codec = LabelCodec.fit(gold, tokenizer)
     classifier = Classifier(model, tokenizer, codec, max_length=256, precision=args.precision,
                             batch_size=args.batch_size)

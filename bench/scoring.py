@@ -53,11 +53,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, non_embedding_parameters, read_trec
+from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, non_embedding_parameters, prepare_like_neogen, read_trec
 
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
-from neogen.models import cast_for_inference, fuse_activations
+from neogen.models import cast_for_inference
 from neogen.prompt import PromptEncoder
 
 T = TypeVar("T")
@@ -260,12 +260,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # (a) neogen: the Classifier encodes the texts itself, with the same PromptEncoder settings as `prompts`. In bf16
     # its linear weights are cast once, as Classifier.load does for `classify()` and `neogen score`.
-    neogen_model = copy.deepcopy(model)
-    fuse_activations(neogen_model)
-    if args.precision == "bf16":
-        cast_for_inference(neogen_model, args.precision)
-        if args.generate_weights == "cast":
-            cast_for_inference(model, args.precision)
+    neogen_model = prepare_like_neogen(copy.deepcopy(model), args.precision)
+    if args.generate_weights == "cast":
+        cast_for_inference(model, args.precision)
     classifier = Classifier(neogen_model, tokenizer, codec, max_length=args.max_length, precision=args.precision,
                             batch_size=args.batch_size)
     assert classifier.encoder(texts) == prompts

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 import torch
-from common import SHARED_DATA, load, read_trec
+from common import SHARED_DATA, load, prepare_like_neogen, read_trec
 
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
@@ -131,8 +131,7 @@ def main() -> None:
     if args.variant == "profile":
         from torch.profiler import ProfilerActivity, profile
 
-        fuse_activations(model)  # as load_model and Classifier.load prepare it
-        cast_for_inference(model, precision)
+        prepare_like_neogen(model, precision)
         plain.predict_proba(texts[: args.batch_size])
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             plain.predict_proba(texts)
