@@ -1,6 +1,7 @@
 """The label codec: every class is exactly one token of the base model's tokenizer, with a leading space.
 
-A label that is one token (" Physics") is its own completion. A label that is several tokens, or whose natural
+A label whose completion word the user chose (`data.label_words`, e.g. NUM -> " number") gets that word. Any other
+label that is one token (" Physics") is its own completion. A label that is several tokens, or whose natural
 token is taken by another label, gets a single-token alias, chosen deterministically from the label's own first
 token, then its lowercase form, then a fixed pool of short word tokens. The codec is saved with the run and refuses
 to load against a tokenizer whose vocabulary differs from the one it was built with.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,29 @@ def _alias_candidates(tokenizer: Any, label: str, pool: Iterator[int]) -> Iterat
         yield token_id
 
 
+def _chosen_words(names: list[str], words: Mapping[str, str], tokenizer: Any) -> dict[str, int]:
+    """Label -> token id of the user's completion words, or an error listing every word that cannot serve."""
+    problems = []
+    chosen: dict[str, int] = {}
+    for label, word in words.items():
+        text = " " + str(word).strip()
+        token_id = single_token(tokenizer, text)
+        if label not in names:
+            problems.append(f"{label!r} is not a training label (labels: {names})")
+        elif token_id is None or not _round_trips(tokenizer, token_id):
+            pieces = [tokenizer.decode([t]) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
+            problems.append(f"{label!r}: {text!r} is {len(pieces)} tokens {pieces}, not one; pick a shorter or "
+                            "more common word")
+        elif token_id in chosen.values():
+            other = next(lab for lab, t in chosen.items() if t == token_id)
+            problems.append(f"{label!r}: {text!r} is already the word of {other!r}; give each label its own word")
+        else:
+            chosen[label] = token_id
+    if problems:
+        raise NeogenError("label words: " + "; ".join(problems))
+    return chosen
+
+
 @dataclass
 class LabelCodec:
     """Maps class labels to single completion tokens and back."""
@@ -87,18 +111,24 @@ class LabelCodec:
         self._lookup.update({lab: i for i, lab in enumerate(self.labels)})
 
     @classmethod
-    def fit(cls, labels: Iterable[str], tokenizer: Any, separator: str = SEPARATOR) -> LabelCodec:
-        """Build the codec for a set of labels (order: sorted), assigning aliases where needed."""
+    def fit(cls, labels: Iterable[str], tokenizer: Any, separator: str = SEPARATOR,
+            words: Mapping[str, str] | None = None) -> LabelCodec:
+        """Build the codec for a set of labels (order: sorted), assigning aliases where needed.
+
+        `words` names the completion word of some labels ({"NUM": "number"}): a word the base model already relates
+        to the class gives training a head start over an opaque alias (" NUM" would become " NUM" or " N").
+        """
         names = sorted({str(label).strip() for label in labels})
         if len(names) < 2:
             raise NeogenError(f"a classifier needs at least two labels, found {names}")
         if any(not name for name in names):
             raise NeogenError("labels must not be empty")
-        chosen: dict[str, int] = {}
+        chosen = _chosen_words(names, words or {}, tokenizer)
         # Labels that are one token keep it; they are served first so no alias can take their token.
         for name in names:
             token_id = single_token(tokenizer, " " + name)
-            if token_id is not None and _round_trips(tokenizer, token_id):
+            if name not in chosen and token_id is not None and token_id not in chosen.values() \
+                    and _round_trips(tokenizer, token_id):
                 chosen[name] = token_id
         taken = set(chosen.values())
         pool = _word_tokens(tokenizer)

@@ -14,7 +14,7 @@ All three give per-label probabilities (N, L); thresholds (neogen.thresholds) tu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,9 @@ class MultiLabelCodec:
 
     @classmethod
     def fit(cls, label_sets: Iterable[Sequence[str]], tokenizer: Any, encoding: str = "independent",
-            allow_empty: bool = False, separator: str = SEPARATOR) -> MultiLabelCodec:
-        """Build the codec of an encoding from the training rows' label sets."""
+            allow_empty: bool = False, separator: str = SEPARATOR,
+            words: Mapping[str, str] | None = None) -> MultiLabelCodec:
+        """Build the codec of an encoding from the training rows' label sets (`words`: see LabelCodec.fit)."""
         if encoding not in ENCODINGS:
             raise NeogenError(f"unknown multi-label encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
         sets = [tuple(sorted(s)) for s in label_sets]
@@ -63,11 +64,14 @@ class MultiLabelCodec:
         if len(labels) < 2:
             raise NeogenError(f"multi-label classification needs at least two labels, found {labels}")
         if encoding == "powerset":
+            if words:
+                raise NeogenError("label words name single labels; the powerset encoding gives a token to each label "
+                                  "set, so use independent or yes_no, or drop data.label_words")
             names = sorted({label_key(s) or NO_LABEL for s in sets})
             classes = LabelCodec.fit(names, tokenizer, separator)
             combinations = [[] if name == NO_LABEL else name_set(name, labels) for name in classes.labels]
             return cls(encoding, labels, classes, combinations=combinations, allow_empty=allow_empty)
-        classes = LabelCodec.fit(labels, tokenizer, separator)
+        classes = LabelCodec.fit(labels, tokenizer, separator, words=words)
         if encoding == "independent":
             return cls(encoding, labels, classes, allow_empty=allow_empty)
         for answers in ANSWER_CHOICES:

@@ -79,6 +79,8 @@ class DataConfig:
                                       None)
     allow_empty: bool = doc("multi-label: rows with no label are allowed (else they are an error naming the line)",
                             False)
+    label_words: dict[str, str] = doc("completion word per label, one token each, e.g. {NUM: number, LOC: place}; "
+                                      "labels left out keep their own token or an alias", {})
 
     def problems(self) -> list[str]:
         out = []
@@ -94,6 +96,9 @@ class DataConfig:
             out.append("data.valid and data.valid_ratio are both set; use one")
         if self.test and self.test_ratio:
             out.append("data.test and data.test_ratio are both set; use one")
+        empty = sorted(label for label, word in self.label_words.items() if not word.strip())
+        if empty:
+            out.append(f"data.label_words: no word given for {empty}")
         return out
 
 
@@ -141,6 +146,9 @@ class TrainConfig:
     eval_batch_size: int = doc("most examples per scoring batch (also a budget of eval_batch_size x max_length tokens)",
                                64)
     seed: int = doc("seed of LoRA init, data order and dropout", 0)
+    loss: str = doc("single-label loss at the completion position: vocab (cross-entropy over the whole vocabulary, "
+                    "the legacy OpenAI recipe; label_mass stays meaningful) or labels (over the label tokens only, "
+                    "the softmax that scoring reads)", "vocab")
     evaluate: list[str] = doc("splits scored and evaluated after training (eval/<split>/metrics.json)",
                               ["train", "valid", "test"])
 
@@ -162,6 +170,8 @@ class TrainConfig:
             out.append(f"train.precision: '{self.precision}' is not one of auto, fp32, bf16, fp16")
         if self.eval_steps is not None and self.eval_steps < 1:
             out.append(f"train.eval_steps: must be >= 1 or null, got {self.eval_steps}")
+        if self.loss not in ("vocab", "labels"):
+            out.append(f"train.loss: '{self.loss}' is not one of vocab, labels")
         return out
 
 
@@ -244,12 +254,16 @@ def _coerce(value: Any, f: dataclasses.Field, name: str, problems: list[str]) ->
         return str(value)
     if annotation.startswith("list") and isinstance(value, list):
         return [str(v) for v in value]
+    if annotation.startswith("dict") and isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
     problems.append(f"{name}: expected {annotation}, got {value!r}")
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
     return f.default if f.default is not dataclasses.MISSING else None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `dotted.key=value` overrides; values are parsed as YAML (numbers, booleans, null, lists)."""
+    """Apply `dotted.key=value` overrides; values are parsed as YAML (numbers, booleans, null, lists, mappings)."""
     problems = []
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from neogen.errors import DataError, NeogenError
+from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
 from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
@@ -58,8 +58,8 @@ def fit_codec(examples: list[Example], tokenizer: Any, recipe: Recipe) -> Codec:
     """The label codec of the training rows: single-label, or multi-label in the recipe's encoding."""
     if examples and examples[0].multi_label:
         return MultiLabelCodec.fit([ex.labels for ex in examples], tokenizer, recipe.multilabel.encoding,
-                                   allow_empty=recipe.data.allow_empty)
-    return LabelCodec.fit([ex.label for ex in examples], tokenizer)
+                                   allow_empty=recipe.data.allow_empty, words=recipe.data.label_words)
+    return LabelCodec.fit([ex.label for ex in examples], tokenizer, words=recipe.data.label_words)
 
 
 def check_labels(splits: dict[str, list[Example]], codec: Codec) -> None:
@@ -110,9 +110,10 @@ def _trainer_class() -> type:
     class CompletionTrainer(Trainer):
         """Trainer whose loss is the next-token cross-entropy of the completion token only."""
 
-        def __init__(self, *args: Any, codec: Codec, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, codec: Codec, loss: str = "vocab", **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.codec = codec
+            self.loss_over = loss
             self.label_token_ids = torch.tensor(codec.token_ids, dtype=torch.long)
             # The loss below is a per-batch mean: let Trainer divide it by the accumulation steps.
             self.model_accepts_loss_kwargs = False
@@ -126,7 +127,11 @@ def _trainer_class() -> type:
             classes = inputs["labels"]  # (B,) class indexes
             logits = next_token_logits(model, inputs["input_ids"], inputs["attention_mask"])  # (B, V)
             token_ids = self.label_token_ids.to(logits.device)
-            loss = F.cross_entropy(logits, token_ids[classes])
+            if self.loss_over == "labels":
+                # Only the K label logits compete, as when scoring: no gradient spent on the other tokens.
+                loss = F.cross_entropy(logits[:, token_ids], classes)  # (B, K) vs class indexes
+            else:
+                loss = F.cross_entropy(logits, token_ids[classes])  # (B, V) vs the label tokens' ids
             if return_outputs:
                 return loss, {"label_logits": logits[:, token_ids]}  # (B, K) for validation metrics
             return loss
@@ -184,6 +189,9 @@ def train(recipe: Recipe) -> Path:
     if not splits["train"]:
         raise NeogenError(f"{recipe.data.train}: no training rows left after cleaning and splitting")
     codec = fit_codec(splits["train"], tokenizer, recipe)
+    if codec.multi_label and recipe.train.loss != "vocab":
+        raise ConfigError([f"train.loss: '{recipe.train.loss}' is for single-label data; {recipe.data.train} holds "
+                           f"label sets, whose loss follows multilabel.encoding (leave train.loss at vocab)"])
     check_labels(splits, codec)
     encoder = PromptEncoder(tokenizer, recipe.train.max_length, codec.separator)
     report = data_report(splits, codec, encoder, info["choice"], info["cleaning"])
@@ -246,6 +254,7 @@ def train(recipe: Recipe) -> Path:
         if has_valid else None,
         callbacks=[_metrics_logger(run_dir / "metrics.jsonl")],
         codec=codec,
+        loss=recipe.train.loss,
     )
     start = time.perf_counter()
     result = trainer.train()

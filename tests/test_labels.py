@@ -80,3 +80,29 @@ def test_codec_refuses_a_different_tokenizer(tmp_path, gpt2_bpe):
 def test_codec_needs_two_labels(gpt2_bpe):
     with pytest.raises(NeogenError, match="at least two"):
         LabelCodec.fit(["only"], gpt2_bpe)
+
+
+def test_label_words_become_the_completions(gpt2_bpe):
+    labels = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    words = {"HUM": "person", "LOC": "place", "NUM": " number "}  # surrounding spaces are not part of the word
+    codec = LabelCodec.fit(labels, gpt2_bpe, words=words)
+    assert [codec.completions[codec.index(lab)] for lab in words] == [" person", " place", " number"]
+    assert codec.index("number") == codec.index("NUM") == 5  # a prepared file's completion maps back to the label
+    assert LabelCodec.from_dict(json.loads(json.dumps(codec.to_dict()))) == codec
+    assert codec.aliases["NUM"] == " number"
+
+
+def test_a_label_word_takes_precedence_over_another_labels_own_token(gpt2_bpe):
+    codec = LabelCodec.fit(["Biology", "Physics"], gpt2_bpe, words={"Biology": "Physics"})
+    assert codec.completions[0] == " Physics"
+    assert codec.completions[1] != " Physics" and len(set(codec.token_ids)) == 2
+
+
+def test_bad_label_words_are_all_reported(gpt2_bpe):
+    words = {"NUM": "numerical quantity", "LOC": "number", "HUM": "number", "Person": "person"}
+    with pytest.raises(NeogenError) as err:
+        LabelCodec.fit(["HUM", "LOC", "NUM"], gpt2_bpe, words=words)
+    message = str(err.value)
+    assert "'NUM': ' numerical quantity' is 2 tokens" in message
+    assert "'HUM': ' number' is already the word of 'LOC'" in message
+    assert "'Person' is not a training label" in message

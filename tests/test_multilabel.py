@@ -19,6 +19,13 @@ def test_independent_codec_gives_every_label_its_own_token(gpt2_bpe, tmp_path):
     assert load_codec(tmp_path / "labels.json", gpt2_bpe) == codec
 
 
+def test_label_words_serve_per_label_encodings_and_not_powerset(gpt2_bpe):
+    codec = MultiLabelCodec.fit(SETS, gpt2_bpe, "independent", words={"joy": "happy"})
+    assert codec.classes.completions == [" anger", " fear", " happy"]
+    with pytest.raises(NeogenError, match="powerset encoding gives a token to each label set"):
+        MultiLabelCodec.fit(SETS, gpt2_bpe, "powerset", words={"joy": "happy"})
+
+
 def test_powerset_codec_maps_each_seen_set_to_one_token(gpt2_bpe, tmp_path):
     codec = MultiLabelCodec.fit([*SETS, ()], gpt2_bpe, "powerset", allow_empty=True)
     assert codec.classes.labels == [NO_LABEL, "anger", "anger,joy", "fear", "fear,joy", "joy"]

@@ -45,6 +45,16 @@ def test_overrides_are_typed_and_round_trip(tmp_path):
     assert yaml.safe_load((tmp_path / "r.yaml").read_text())["train"]["epochs"] == 2.0
 
 
+def test_label_words_override_is_a_mapping_and_checked():
+    recipe = Recipe.from_dict(apply_overrides({}, ["data.train=x.csv", "data.label_words={NUM: number, LOC: place}",
+                                                   "train.loss=labels"]))
+    assert recipe.data.label_words == {"NUM": "number", "LOC": "place"} and recipe.train.loss == "labels"
+    with pytest.raises(ConfigError) as err:
+        Recipe.from_dict(apply_overrides({}, ["data.train=x.csv", "data.label_words={NUM: }", "train.loss=tokens"]))
+    assert "data.label_words: no word given for ['NUM']" in str(err.value)
+    assert "train.loss: 'tokens' is not one of vocab, labels" in str(err.value)
+
+
 def test_bad_override_and_missing_file():
     with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
         apply_overrides({}, ["train.epochs"])

@@ -33,6 +33,27 @@ def test_loss_is_the_causal_lm_loss_of_the_completion_token_only(tiny_neo):
     torch.testing.assert_close(ours, torch.stack(losses).mean(), atol=1e-5, rtol=1e-5)
 
 
+def test_label_loss_is_cross_entropy_over_the_label_tokens_alone(tiny_neo):
+    """train.loss=labels: the softmax over the K label logits that scoring reads, against the class index."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_neo)
+    codec = LabelCodec.fit(["Biology", "Chemistry", "Physics"], AutoTokenizer.from_pretrained(tiny_neo))
+    args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
+    batch = CompletionCollator(pad_id=50256)([{"input_ids": [464, 3290, 318, 628, 21017, 628], "labels": 2},
+                                              {"input_ids": [1212, 628, 21017, 628], "labels": 0}])
+    labels_loss = _trainer_class()(model=model, args=args, codec=codec, loss="labels").compute_loss(model, batch)
+    vocab_loss = _trainer_class()(model=model, args=args, codec=codec).compute_loss(model, batch)
+
+    expected = []
+    for ids, cls in (([464, 3290, 318, 628, 21017, 628], 2), ([1212, 628, 21017, 628], 0)):
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1, codec.token_ids]  # (K,)
+        expected.append(-torch.log_softmax(logits, -1)[cls])
+    torch.testing.assert_close(labels_loss, torch.stack(expected).mean(), atol=1e-5, rtol=1e-5)
+    assert labels_loss < vocab_loss  # K competitors instead of the whole vocabulary
+
+
 def tiny_recipe(tiny_neo, tmp_path, **data) -> Recipe:
     csv = write_csv(tmp_path / "toy.csv", toy_rows(12))
     return Recipe.from_dict({
@@ -56,6 +77,28 @@ def test_train_writes_a_complete_run_dir(tiny_neo, tmp_path):
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in log) and any("eval_log_loss" in r for r in log)
     assert results["best_checkpoint"] is not None
+
+
+def test_train_with_the_label_loss_logs_the_k_way_loss(tiny_neo, tmp_path):
+    """A full run with train.loss=labels: the logged loss is on the scale of 4 labels, not of 50,257 tokens."""
+    recipe = tiny_recipe(tiny_neo, tmp_path)
+    recipe.train.loss = "labels"
+    run = train(recipe)
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert losses and all(loss < 3.0 for loss in losses)  # log(4) = 1.39 at random init; log(50257) = 10.8
+    assert "loss: labels" in (run / "recipe.yaml").read_text()  # the run dir records how it was trained
+
+
+def test_label_loss_on_label_sets_is_refused(tiny_neo, tmp_path):
+    from conftest import toy_multilabel_rows
+
+    from neogen.errors import ConfigError
+
+    csv = write_csv(tmp_path / "ml.csv", toy_multilabel_rows())
+    recipe = tiny_recipe(tiny_neo, tmp_path, train=str(csv), valid_ratio=0.0, test_ratio=0.0, stratify=False)
+    recipe.train.loss = "labels"
+    with pytest.raises(ConfigError, match=r"train\.loss: 'labels' is for single-label data"):
+        train(recipe)
 
 
 def test_unknown_test_label_names_its_line(tiny_neo, tmp_path):
