@@ -8,6 +8,7 @@
 
     python bench/quality.py student --json bench/results/quality-student.json
     python bench/quality.py trec6 --json bench/results/quality-trec6.json train.epochs=1 train.max_length=96
+    python bench/quality.py trec6 --train-rows 200 --methods head,neogen train.epochs=4 train.max_length=96
 
 `--methods head --merge` re-runs one method and keeps the other figures already in the JSON file; every head and
 neogen entry records its own recipe and overrides.
@@ -47,8 +48,12 @@ def write_csv(path: Path, examples: list[Example]) -> Path:
     return path
 
 
-def splits(name: str, folder: Path) -> dict[str, Path]:
-    """Train and test CSV files (text,label) for a data set, written into folder."""
+def splits(name: str, folder: Path, train_rows: int | None = None, sample_seed: int = 0) -> dict[str, Path]:
+    """Train and test CSV files (text,label) for a data set, written into folder.
+
+    `train_rows` keeps a stratified random sample of that many training rows (the same for every method), to measure
+    the low-data regime; the test split is unchanged.
+    """
     if name == "student":
         path = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
         examples, _ = load_examples(path, "eng", "Subject")
@@ -58,6 +63,12 @@ def splits(name: str, folder: Path) -> dict[str, Path]:
         for part, file in (("train", "train_5500.label"), ("test", "TREC_10.label")):
             texts, labels = read_trec(SHARED_DATA / "trec" / file)
             parts[part] = [Example(t, lab, file, i + 1) for i, (t, lab) in enumerate(zip(texts, labels, strict=True))]
+    if train_rows is not None and train_rows < len(parts["train"]):
+        from sklearn.model_selection import train_test_split
+
+        train = parts["train"]
+        parts["train"], _ = train_test_split(train, train_size=train_rows, random_state=sample_seed,
+                                             stratify=[ex.label for ex in train])
     return {part: write_csv(folder / f"{part}.csv", parts[part]) for part in ("train", "test")}
 
 
@@ -159,13 +170,17 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--merge", action="store_true",
                         help="with --json: keep the figures already in that file for the methods not run now")
+    parser.add_argument("--train-rows", type=int,
+                        help="train on a stratified random sample of this many training rows (low-data regime)")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the --train-rows sample")
     parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for head and neogen")
     args = parser.parse_intermixed_args()
 
     folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{args.dataset}-"))
-    files = splits(args.dataset, folder)
+    files = splits(args.dataset, folder, args.train_rows, args.sample_seed)
     report: dict[str, Any] = {"dataset": args.dataset, "machine": cpu_model(), "recipe": args.recipe,
-                              "overrides": args.overrides, "results": {}}
+                              "overrides": args.overrides, "train_rows": args.train_rows,
+                              "sample_seed": args.sample_seed, "results": {}}
     if args.merge and args.json and Path(args.json).exists():
         report = json.loads(Path(args.json).read_text())
         if report.get("dataset") != args.dataset:

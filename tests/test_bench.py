@@ -6,6 +6,7 @@ finishes, the three scoring methods agree in fp32, the counts add up. Speed itse
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -77,3 +78,24 @@ def test_quality_summary_gives_mean_spread_and_wins(tmp_path: Path) -> None:
     assert abs(accuracy["mean"] - 0.95) < 1e-12 and abs(accuracy["std"] - 0.0141421356) < 1e-9
     assert summary["wins"]["accuracy"] == {"neogen": 1, "head": 1}
     assert summary["wins"]["roc_auc"] == {"neogen": 0, "head": 0}  # ties are nobody's win
+
+
+def test_quality_low_data_sample_is_stratified_and_repeatable(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from quality import splits
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def rows(path: Path) -> list[list[str]]:
+        with path.open(encoding="utf-8") as f:
+            return list(csv.reader(f))[1:]
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = splits("trec6", tmp_path / "a", train_rows=60, sample_seed=0)
+    again = splits("trec6", tmp_path / "b", train_rows=60, sample_seed=0)
+    train = rows(first["train"])
+    assert len(train) == 60 and train == rows(again["train"])
+    assert {label for _, label in train} == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}  # even ABBR (1.6%)
+    assert len(rows(first["test"])) == 500  # the test split is never sampled
