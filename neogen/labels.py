@@ -86,7 +86,7 @@ def _chosen_words(names: list[str], words: Mapping[str, str], tokenizer: Any) ->
         else:
             chosen[label] = token_id
     if problems:
-        raise NeogenError("label words: " + "; ".join(problems))
+        raise NeogenError("data.label_words: " + "; ".join(problems))
     return chosen
 
 
@@ -116,7 +116,7 @@ class LabelCodec:
         """Build the codec for a set of labels (order: sorted), assigning aliases where needed.
 
         `words` names the completion word of some labels ({"NUM": "number"}): a word the base model already relates
-        to the class gives training a head start over an opaque alias (" NUM" would become " NUM" or " N").
+        to the class gives training a head start over an opaque alias (SmolLM2 serves TREC's "HUM" with " H").
         """
         names = sorted({str(label).strip() for label in labels})
         if len(names) < 2:
