@@ -127,14 +127,13 @@ def _trainer_class() -> type:
             classes = inputs["labels"]  # (B,) class indexes
             logits = next_token_logits(model, inputs["input_ids"], inputs["attention_mask"])  # (B, V)
             token_ids = self.label_token_ids.to(logits.device)
+            label_logits = logits[:, token_ids]  # (B, K): what scoring reads, and the validation metrics
             if self.loss_over == "labels":
                 # Only the K label logits compete, as when scoring: no gradient spent on the other tokens.
-                loss = F.cross_entropy(logits[:, token_ids], classes)  # (B, K) vs class indexes
+                loss = F.cross_entropy(label_logits, classes)
             else:
                 loss = F.cross_entropy(logits, token_ids[classes])  # (B, V) vs the label tokens' ids
-            if return_outputs:
-                return loss, {"label_logits": logits[:, token_ids]}  # (B, K) for validation metrics
-            return loss
+            return (loss, {"label_logits": label_logits}) if return_outputs else loss
 
     return CompletionTrainer
 

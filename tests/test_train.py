@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
-from conftest import toy_rows, write_csv
+from conftest import toy_multilabel_rows, toy_rows, write_csv
 
-from neogen.errors import DataError
+from neogen.errors import ConfigError, DataError
 from neogen.labels import LabelCodec
 from neogen.recipe import Recipe
 from neogen.train import CompletionCollator, _trainer_class, train
@@ -90,10 +90,6 @@ def test_train_with_the_label_loss_logs_the_k_way_loss(tiny_neo, tmp_path):
 
 
 def test_label_loss_on_label_sets_is_refused(tiny_neo, tmp_path):
-    from conftest import toy_multilabel_rows
-
-    from neogen.errors import ConfigError
-
     csv = write_csv(tmp_path / "ml.csv", toy_multilabel_rows())
     recipe = tiny_recipe(tiny_neo, tmp_path, train=str(csv), valid_ratio=0.0, test_ratio=0.0, stratify=False)
     recipe.train.loss = "labels"
