@@ -4,22 +4,32 @@
 Lines are read and scored a chunk at a time, so memory stays flat whatever the file size, and written in input
 order. A malformed line stops the run with its file and line number, or, when a rejects file is given, goes
 there with the reason and is counted: no line is ever dropped silently.
+
+Scoring a file into a file keeps `OUT.progress.json` up to date after every chunk, so an interrupted run goes on
+where it stopped with `resume=True` (neogen.score_progress). Under torchrun every process scores every
+world_size-th chunk into its own part file and rank 0 merges the parts in input order (neogen.score_shards):
+either way the output is the same bytes as one uninterrupted process writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm.auto import tqdm
 
+from neogen import distributed
 from neogen.classify import Classifier
-from neogen.errors import DataError
+from neogen.distributed import World
+from neogen.errors import DataError, NeogenError
+from neogen.score_progress import begin, forget, identity, progress_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +42,10 @@ class ScoreStats:
     scored: int = 0
     rejected: int = 0
 
-
-def _open(path: str, mode: str) -> IO[str]:
-    if path == "-":
-        return sys.stdin if "r" in mode else sys.stdout
-    return open(path, mode, encoding="utf-8")
+    def add(self, other: ScoreStats) -> None:
+        self.read += other.read
+        self.scored += other.scored
+        self.rejected += other.rejected
 
 
 def _text_of(record: Any, text_field: str) -> str:
@@ -51,9 +60,22 @@ def _text_of(record: Any, text_field: str) -> str:
     return value
 
 
-def _chunks(lines: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
-    chunk: list[tuple[int, str]] = []
-    for number, line in enumerate(lines, start=1):
+def input_lines(src: str, offset: int = 0) -> Iterator[bytes]:
+    """The raw lines of `src` ('-': stdin) from byte `offset` on; bytes, so offsets are exact for resuming."""
+    if src != "-":
+        with open(src, "rb") as f:
+            f.seek(offset)
+            yield from f
+    elif hasattr(sys.stdin, "buffer"):
+        yield from sys.stdin.buffer
+    else:  # a text-only stdin (notebooks, captured streams)
+        yield from (line.encode("utf-8") for line in sys.stdin)
+
+
+def chunks(lines: Iterable[bytes], size: int, first: int = 1) -> Iterator[list[tuple[int, bytes]]]:
+    """(line number, raw line) lists of `size` lines, blank ones included, numbered from `first`."""
+    chunk: list[tuple[int, bytes]] = []
+    for number, line in enumerate(lines, start=first):
         chunk.append((number, line))
         if len(chunk) == size:
             yield chunk
@@ -62,48 +84,132 @@ def _chunks(lines: IO[str], size: int) -> Iterator[list[tuple[int, str]]]:
         yield chunk
 
 
-def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "text", rejects: str | None = None,
-                chunk_size: int = 1024, progress: bool = True) -> ScoreStats:
-    """Score every line of `src` into `dst` ('-' for stdin/stdout), in input order."""
+def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: str, text_field: str,
+                rejecting: bool, fix: str) -> tuple[str, str, ScoreStats]:
+    """The output lines and the rejects lines of one chunk, and its counts.
+
+    Without `rejecting`, a malformed line raises a DataError naming `name`, its line number and `fix`.
+    """
     stats = ScoreStats()
+    records, texts, rejected = [], [], []
+    for number, raw in chunk:
+        try:
+            line, bad = raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            line, bad = raw.decode("utf-8", "replace"), f"not UTF-8 ({e.reason} at byte {e.start})"
+        if not line.strip():
+            continue
+        stats.read += 1
+        try:
+            if bad:
+                raise ValueError(bad)
+            record = json.loads(line)
+            texts.append(_text_of(record, text_field))
+            records.append(record)
+        except (ValueError, KeyError, TypeError) as e:
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e).strip("'\"")
+            if not rejecting:
+                raise DataError(name, number, reason, fix) from None
+            rejected.append(json.dumps({"line": number, "error": reason, "raw": line.rstrip("\r\n")},
+                                       ensure_ascii=False) + "\n")
+            stats.rejected += 1
+    out = []
+    if texts:
+        batch = classifier.predict_proba(texts)
+        masses = [None] * len(records) if batch.label_mass is None else batch.label_mass
+        for record, probs, mass in zip(records, batch.probs, masses, strict=True):
+            record.update(classifier.result(probs, mass))
+            out.append(json.dumps(record, ensure_ascii=False) + "\n")
+        stats.scored += len(records)
+    return "".join(out), "".join(rejected), stats
+
+
+def write(f: IO[Any], text: str) -> int:
+    """Write `text` to a binary file (or a text stdout) and return the bytes written."""
+    if f is sys.stdout:
+        f.write(text)
+        return 0
+    data = text.encode("utf-8")
+    f.write(data)
+    return len(data)
+
+
+def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: World) -> None:
+    """Refuse what cannot work before a model is loaded: clear errors, each with its fix."""
+    files = [p for p in (src, dst, rejects) if p and p != "-"]
+    if len({os.path.realpath(p) for p in files}) < len(files):
+        raise NeogenError(f"input, output and rejects must be different files, got {src}, {dst}, {rejects} "
+                          "(fix: write to another path)")
+    if resume and "-" in (src, dst):
+        raise NeogenError("--resume needs a real input and output file, not '-' (stdin/stdout cannot be reread "
+                          "or cut back) (fix: score FILE OUT --resume, or drop --resume)")
+    if world.distributed and "-" in (src, dst):
+        raise NeogenError(f"under torchrun ({world.size} processes) every process reads the input and writes a "
+                          "part of the output, so neither can be '-' (fix: give file paths)")
+    if world.distributed and resume:
+        raise NeogenError(f"--resume works with one process, not under torchrun ({world.size} processes) "
+                          "(fix: drop --resume to score from the start, or resume with plain `neogen score`)")
+
+
+def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "text", rejects: str | None = None,
+                chunk_size: int = 1024, progress: bool = True, resume: bool = False,
+                run_dir: str | Path | None = None, world: World | None = None) -> ScoreStats:
+    """Score every line of `src` into `dst` ('-' for stdin/stdout), in input order.
+
+    `resume` goes on from `dst`'s progress file after an interruption; `run_dir` (the classifier's run
+    directory) makes that file also check the run is the same one. `world` (default: torchrun's environment)
+    splits the chunks among processes; the counts returned by rank 0 then cover the whole file, the other
+    ranks' only their share. With resume, they cover the earlier runs too.
+    """
+    world = world or distributed.world()
+    check_options(src, dst, rejects, resume, world)
+    if world.distributed:
+        from neogen.score_shards import score_sharded
+
+        return score_sharded(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
     name = "<stdin>" if src == "-" else src
-    total = None if src == "-" else Path(src).stat().st_size
-    fin, fout = _open(src, "r"), _open(dst, "w")
-    frej = _open(rejects, "w") if rejects else None
-    try:
-        with tqdm(total=total, unit="B", unit_scale=True, disable=not progress, desc="scoring") as bar:
-            for chunk in _chunks(fin, chunk_size):
-                records, texts = [], []
-                for number, line in chunk:
-                    bar.update(len(line.encode("utf-8")))
-                    if not line.strip():
-                        continue
-                    stats.read += 1
-                    try:
-                        record = json.loads(line)
-                        texts.append(_text_of(record, text_field))
-                        records.append(record)
-                    except (ValueError, KeyError, TypeError) as e:
-                        reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e).strip("'\"")
-                        if frej is None:
-                            raise DataError(name, number, reason, f"fix the line, or pass --rejects FILE to set "
-                                            f"such lines aside; {stats.scored} lines were scored before it") from None
-                        frej.write(json.dumps({"line": number, "error": reason, "raw": line.rstrip("\n")},
-                                              ensure_ascii=False) + "\n")
-                        stats.rejected += 1
-                if not texts:
-                    continue
-                batch = classifier.predict_proba(texts)
-                masses = [None] * len(records) if batch.label_mass is None else batch.label_mass
-                for record, probs, mass in zip(records, batch.probs, masses, strict=True):
-                    record.update(classifier.result(probs, mass))
-                    fout.write(json.dumps(record, ensure_ascii=False) + "\n")
-                stats.scored += len(records)
-                fout.flush()
-    finally:
-        for f in (fin, fout, frej):
-            if f is not None and f not in (sys.stdin, sys.stdout):
-                f.close()
+    tracked = "-" not in (src, dst)  # a progress file only where there is a file to go back to
+    sidecar = progress_path(dst)
+    state = None
+    if tracked:
+        options = {"chunk_size": chunk_size, "batch_size": classifier.batch_size}
+        state = begin(src, dst, rejects, identity(src, run_dir, classifier.labels, text_field, rejects), options,
+                      resume)
+        state.save(sidecar)
+    else:
+        forget(dst)
+    stats = ScoreStats(state.read, state.scored, state.rejected) if state else ScoreStats()
+    first, offset = (state.lines + 1, state.input_bytes) if state else (1, 0)
+    with contextlib.ExitStack() as stack:
+        # begin() has emptied or cut back the files it tracks, so they are appended to.
+        mode = "ab" if tracked else "wb"
+        fout = sys.stdout if dst == "-" else stack.enter_context(open(dst, mode))
+        frej = stack.enter_context(open(rejects, mode)) if rejects else None
+        bar = stack.enter_context(tqdm(total=None if src == "-" else Path(src).stat().st_size, initial=offset,
+                                       unit="B", unit_scale=True, disable=not progress, desc="scoring"))
+        for chunk in chunks(input_lines(src, offset), chunk_size, first):
+            size = sum(len(raw) for _, raw in chunk)
+            fix = (f"fix the line and start over, or pass --rejects FILE --resume to set such lines aside and "
+                   f"keep the {stats.scored} lines scored before it" if tracked else
+                   f"fix the line, or pass --rejects FILE to set such lines aside; {stats.scored} lines were "
+                   "scored before it")
+            out, rej, counts = score_chunk(classifier, chunk, name, text_field, frej is not None, fix)
+            out_bytes, rej_bytes = write(fout, out), write(frej, rej) if frej else 0
+            for f in (fout, frej):
+                if f is not None:
+                    f.flush()
+                    if tracked:  # on disk before the progress file says so
+                        os.fsync(f.fileno())
+            stats.add(counts)
+            bar.update(size)
+            if state is not None:
+                state.lines, state.input_bytes = chunk[-1][0], state.input_bytes + size
+                state.output_bytes += out_bytes
+                state.rejects_bytes += rej_bytes
+                state.read, state.scored, state.rejected = stats.read, stats.scored, stats.rejected
+                state.save(sidecar)
+    if tracked:
+        sidecar.unlink()
     if stats.rejected:
         logger.warning("%d malformed lines written to %s", stats.rejected, rejects)
     return stats

@@ -1,0 +1,113 @@
+"""Scoring one file with several processes under torchrun: chunk i is scored by rank i % world_size.
+
+Every rank reads the whole input (only parsing its own chunks, so line numbers in errors stay the input's), and
+writes its output and rejects lines to part files next to the targets (`OUT.part-RANK-of-N`). Then the ranks
+exchange, per chunk, how many bytes each part holds; rank 0 copies the parts into the targets in chunk order,
+which is input order, and removes them. The result is byte for byte what one process writes. On several nodes
+the output folder must be shared, since rank 0 reads every rank's parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import IO
+
+from tqdm.auto import tqdm
+
+from neogen import distributed
+from neogen.classify import Classifier
+from neogen.distributed import World
+from neogen.errors import NeogenError
+from neogen.score import ScoreStats, chunks, input_lines, score_chunk, write
+from neogen.score_progress import forget
+
+logger = logging.getLogger(__name__)
+
+Index = list[tuple[int, int, int]]  # (chunk number, output bytes, rejects bytes) of each chunk a rank scored
+
+
+def part_path(target: str, rank: int, size: int) -> Path:
+    return Path(f"{target}.part-{rank}-of-{size}")
+
+
+def score_part(classifier: Classifier, src: str, dst: str, text_field: str, rejects: str | None, chunk_size: int,
+               progress: bool, world: World) -> tuple[ScoreStats, Index]:
+    """Score this rank's chunks into its part files; on any failure its parts are removed."""
+    parts = [part_path(t, world.rank, world.size) for t in (dst, rejects) if t]
+    stats, index = ScoreStats(), []
+    fix = "fix the line, or pass --rejects FILE to set such lines aside"
+    try:
+        with contextlib.ExitStack() as stack:
+            fout = stack.enter_context(open(parts[0], "wb"))
+            frej = stack.enter_context(open(parts[1], "wb")) if rejects else None
+            bar = stack.enter_context(tqdm(total=Path(src).stat().st_size, unit="B", unit_scale=True,
+                                           desc="scoring", disable=not progress or not world.is_main))
+            for i, chunk in enumerate(chunks(input_lines(src), chunk_size)):
+                bar.update(sum(len(raw) for _, raw in chunk))  # rank 0's bar: every rank reads at the same pace
+                if i % world.size != world.rank:
+                    continue
+                out, rej, counts = score_chunk(classifier, chunk, src, text_field, frej is not None, fix)
+                index.append((i, write(fout, out), write(frej, rej) if frej else 0))
+                stats.add(counts)
+    except BaseException:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        raise
+    return stats, index
+
+
+def _copy(src: IO[bytes], dst: IO[bytes], n: int, name: Path) -> None:
+    while n > 0:
+        block = src.read(min(n, 1 << 20))
+        if not block:
+            raise OSError(f"{name} ended {n} bytes early: was it changed while the ranks were merging?")
+        dst.write(block)
+        n -= len(block)
+
+
+def merge_parts(target: str, column: int, indexes: list[Index]) -> None:
+    """Concatenate every rank's part of `target` in chunk order (column 1: output bytes, 2: rejects bytes)."""
+    size = len(indexes)
+    order = sorted((entry[0], rank, entry[column]) for rank, index in enumerate(indexes) for entry in index)
+    parts = [part_path(target, rank, size) for rank in range(size)]
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(part.open("rb")) for part in parts]
+        out = stack.enter_context(open(target, "wb"))
+        for _, rank, n in order:
+            _copy(readers[rank], out, n, parts[rank])
+    for part in parts:
+        part.unlink()
+
+
+def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str, rejects: str | None,
+                  chunk_size: int, progress: bool, world: World) -> ScoreStats:
+    """Score this rank's share, wait for every rank, and (rank 0) merge; rank 0's counts cover the whole file."""
+    distributed.init(world)
+    if world.is_main:
+        forget(dst)
+    stats, index = score_part(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
+    try:
+        gathered = distributed.all_gather((stats, index), world)  # the barrier: every part is complete after it
+    except BaseException as e:
+        for target in (dst, rejects):
+            if target:
+                part_path(target, world.rank, world.size).unlink(missing_ok=True)
+        if isinstance(e, RuntimeError):  # a peer died (torchrun stops the others too): its own error says why
+            raise NeogenError(f"rank {world.rank}: another of the {world.size} processes stopped before the end, "
+                              f"so nothing was merged into {dst} (fix: see that process's error above)") from None
+        raise
+    if not world.is_main:
+        return stats
+    indexes = [index for _, index in gathered]
+    merge_parts(dst, 1, indexes)
+    if rejects:
+        merge_parts(rejects, 2, indexes)
+    total = ScoreStats()
+    for rank_stats, _ in gathered:
+        total.add(rank_stats)
+    logger.info("merged %d parts into %s", world.size, dst)
+    if total.rejected:
+        logger.warning("%d malformed lines written to %s", total.rejected, rejects)
+    return total
