@@ -22,10 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from neogen.calibration import Temperature
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec, label_probabilities
 from neogen.prompt import PromptEncoder
+from neogen.rundir import CALIBRATION_FILE, CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
 from neogen.thresholds import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class Classifier:
 
     def __init__(self, model: Any, tokenizer: Any, codec: LabelCodec | MultiLabelCodec, max_length: int = 256,
                  precision: str = "fp32", batch_size: int = 32, max_batch_tokens: int | None = None,
-                 thresholds: Thresholds | None = None) -> None:
+                 thresholds: Thresholds | None = None, calibration: Temperature | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.codec = codec
@@ -53,6 +55,7 @@ class Classifier:
         if codec.multi_label and thresholds is None:
             self.thresholds = Thresholds.default(codec.labels, 0.5)
             self.thresholds.at_least_one = not codec.allow_empty
+        self.calibration = calibration  # single-label: a fitted temperature applied to every score
         self.encoder = PromptEncoder(tokenizer, max_length, codec.separator)
         self.precision = precision
         self.batch_size = batch_size
@@ -71,7 +74,6 @@ class Classifier:
         from neogen.models import cast_for_inference, load_model, load_tokenizer, resolve_precision
         from neogen.multilabel import load_codec
         from neogen.recipe import load_recipe
-        from neogen.train import CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
 
         run_dir = Path(run_dir)
         for needed in (RECIPE_FILE, CODEC_FILE, f"{adapter}/adapter_config.json"):
@@ -81,6 +83,7 @@ class Classifier:
         tokenizer = load_tokenizer(recipe.model.name)
         codec = load_codec(run_dir / CODEC_FILE, tokenizer)
         thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
+        calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
         model = PeftModel.from_pretrained(model, run_dir / adapter)
@@ -89,7 +92,8 @@ class Classifier:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference
             cast_for_inference(model, precision)
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
-                   batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds)
+                   batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds,
+                   calibration=calibration)
 
     @property
     def labels(self) -> list[str]:
@@ -131,6 +135,8 @@ class Classifier:
                 elif mass is not None:
                     mass[batch] = batch_mass.cpu().double().numpy()
                 bar.update(len(batch))
+        if self.calibration is not None and not self.codec.multi_label:
+            probs = self.calibration.apply(probs)
         return ScoreBatch(probs, mass)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -40,7 +40,9 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from neogen import distributed
     from neogen.recipe import load_recipe, recipe_help
+    from neogen.rundir import RESULTS_FILE
     from neogen.train import train
 
     if args.help_recipe:
@@ -49,8 +51,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.recipe is None:
         raise NeogenError("give a recipe file (recipes/quickstart.yaml) or '-' for the defaults")
     recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
-    run_dir = train(recipe)
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir = train(recipe, resume=args.resume)
+    if not distributed.world().is_main:
+        return  # under torchrun, rank 0 evaluates and writes results.json, and prints them
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
     print(json.dumps(results, indent=2))
     print(f"run directory: {run_dir}")
 
@@ -65,17 +69,31 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    from neogen import distributed
     from neogen.classify import Classifier
-    from neogen.score import score_jsonl
+    from neogen.score import check_options, score_jsonl
 
-    classifier = Classifier.load(args.run_dir, batch_size=args.batch_size)
-    stats = score_jsonl(classifier, args.input, args.output, text_field=args.text_field, rejects=args.rejects,
-                        chunk_size=args.chunk_size, progress=not args.no_progress)
-    logger.info("scored %d of %d lines%s", stats.scored, stats.read,
-                f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")
+    world = distributed.world()  # under torchrun: this process's rank, scoring every WORLD_SIZE-th chunk
+    check_options(args.input, args.output, args.rejects, args.resume, world)  # before minutes of model loading
+    if world.distributed:
+        distributed.exit_on_sigterm()
+    distributed.init(world)
+    try:
+        device = str(distributed.device(world)) if world.distributed else None
+        classifier = Classifier.load(args.run_dir, batch_size=args.batch_size, device=device)
+        stats = score_jsonl(classifier, args.input, args.output, text_field=args.text_field, rejects=args.rejects,
+                            chunk_size=args.chunk_size, progress=not args.no_progress, resume=args.resume,
+                            run_dir=args.run_dir, world=world)
+    finally:
+        distributed.shutdown(world)
+    if world.is_main:
+        logger.info("scored %d of %d lines%s", stats.scored, stats.read,
+                    f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from neogen.classify import Classifier
     from neogen.errors import DataError
     from neogen.evaluate import format_metrics, write_evaluation
@@ -84,6 +102,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     classifier = Classifier.load(args.run_dir)
     codec = classifier.codec
     if codec.multi_label:
+        if args.calibrate:
+            raise NeogenError("--calibrate is for single-label runs; multi-label runs take --tune-thresholds")
         return _eval_multilabel(args, classifier)
     examples, _ = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
     y = []
@@ -94,6 +114,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
             raise DataError(ex.source, ex.line, f"label {ex.label!r} is not one of the run's labels "
                             f"{classifier.labels}", "evaluate on data with the trained labels") from None
     probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
+    if args.calibrate:
+        from neogen.calibration import fit_temperature
+        from neogen.rundir import CALIBRATION_FILE
+
+        if classifier.calibration is not None:  # fit on the model's own scores, not on already-scaled ones
+            probs = classifier.calibration.apply(probs, inverse=True)
+        classifier.calibration = fit_temperature(np.array(y), probs, split=str(args.data))
+        classifier.calibration.save(Path(args.run_dir) / CALIBRATION_FILE)
+        probs = classifier.calibration.apply(probs)
+        print(f"temperature {classifier.calibration.temperature:.3f} fitted on {args.data} and saved to "
+              f"{Path(args.run_dir) / CALIBRATION_FILE}; the metrics below are on the same rows, so optimistic")
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
     metrics = write_evaluation(out, y, probs, classifier.labels, extra={"data": str(args.data)})
     print(format_metrics(metrics))
@@ -120,8 +151,8 @@ def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
     probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
     if args.tune_thresholds:
         from neogen.recipe import load_recipe
+        from neogen.rundir import RECIPE_FILE, THRESHOLDS_FILE
         from neogen.thresholds import tune_thresholds
-        from neogen.train import RECIPE_FILE, THRESHOLDS_FILE
 
         ml = load_recipe(Path(args.run_dir) / RECIPE_FILE).multilabel
         mode = ml.threshold if ml.threshold in ("per_label", "shared") else "per_label"
@@ -165,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="recipe YAML ('-' for the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 data.train=my.csv")
     p.add_argument("--help-recipe", action="store_true", help="list every recipe key with its default and meaning")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the recipe's output_dir from its newest checkpoint (optimizer, schedule "
+                        "and data position included); the recipe must match the run's recipe.yaml, except "
+                        "train.epochs (raise it to train longer) and a few keys that do not change the model")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("classify", help="classify texts given as arguments (or one per stdin line)")
@@ -174,13 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="add label and scores to every line of a JSONL file ('-': stdin/stdout)")
     p.add_argument("run_dir")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="JSONL to score ('-': stdin)")
+    p.add_argument("output", help="JSONL to write ('-': stdout); under torchrun, every process scores a share of "
+                   "the chunks and rank 0 merges them here")
     p.add_argument("--text-field", default="text", help="field holding the text (default text; 'prompt' works too)")
     p.add_argument("--rejects", help="write malformed lines here and go on, instead of stopping at the first")
     p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass (default: the recipe's)")
     p.add_argument("--chunk-size", type=int, default=1024, help="lines read, scored and written at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="go on where an interrupted run into OUTPUT stopped (from OUTPUT.progress.json)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("eval", help="metrics.json and plots for a run on a labeled file")
@@ -192,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-separator", help="multi-label runs: the string joining labels in one cell (detected)")
     p.add_argument("--tune-thresholds", action="store_true",
                    help="multi-label runs: tune the decision thresholds on this (validation) file and save them")
+    p.add_argument("--calibrate", action="store_true",
+                   help="single-label runs: fit the softmax temperature on this (validation) file and save it")
     p.set_defaults(func=cmd_eval)
     return parser
 
@@ -205,8 +245,19 @@ def _multilabel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-separator", help="multi-label: the string joining labels in one cell (detected)")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; `train RECIPE --resume key=value` keeps overrides that follow a flag."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and not any(e.startswith("-") for e in extra):
+        args.overrides += extra  # argparse ends the overrides list at the first flag
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     try:

@@ -106,8 +106,21 @@ def _ovr_scores(
     return aucs, aps
 
 
+def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE: the gap between confidence and accuracy of the top label, averaged over equal-width confidence bins
+    weighted by their share of rows (Guo et al., 2017). 0 means "90% sure" is right 90% of the time."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # (N,) bin of each row; 1.0 in the last
+    gap = 0.0
+    for b in np.unique(which):
+        rows = which == b
+        gap += rows.sum() * abs(float(correct[rows].mean()) - float(confidence[rows].mean()))
+    return gap / len(confidence)
+
+
 def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, F1, ROC AUC, AUPRC, log loss and the confusion matrix as a JSON-serialisable dict.
+    """Accuracy, F1, ROC AUC, AUPRC, log loss, ECE and the confusion matrix as a JSON-serialisable dict.
 
     y_true: class indexes into labels (N,); probs: (N, K) rows summing to 1, K == len(labels).
     Predictions are the argmax of probs. ROC AUC and AUPRC are macro one-vs-rest averages over the classes
@@ -161,6 +174,7 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Seq
         "auprc": auprc,
         "per_class_auprc": {label_list[c]: aps[c] for c in all_classes},
         "log_loss": float(log_loss(y, p, labels=all_classes)),
+        "ece": expected_calibration_error(y, p),
         "confusion_matrix": confusion_matrix(y, pred, labels=all_classes).astype(int).tolist(),
     }
 
@@ -313,7 +327,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     lines = [
         f"n={metrics['n']}  accuracy={_fmt(metrics['accuracy'])}  macro-F1={_fmt(metrics['macro_f1'])}  "
         f"weighted-F1={_fmt(metrics['weighted_f1'])}  ROC AUC={_fmt(metrics['roc_auc'])}  "
-        f"AUPRC={_fmt(metrics['auprc'])}  log loss={_fmt(metrics['log_loss'])}"
+        f"AUPRC={_fmt(metrics['auprc'])}  log loss={_fmt(metrics['log_loss'])}  ECE={_fmt(metrics.get('ece'))}"
     ]
     if metrics.get("roc_auc_skipped"):
         lines.append(f"(absent from y_true, not in ROC AUC/AUPRC: {', '.join(metrics['roc_auc_skipped'])})")

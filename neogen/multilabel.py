@@ -182,12 +182,12 @@ def label_probabilities(model: Any, codec: MultiLabelCodec, ids: torch.Tensor,
 
 
 def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor,
-                    targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Training/validation loss and (B, L) per-label probabilities.
 
     targets are class indexes (B,) for powerset training, the causal-LM cross-entropy of the set's token; else
     (B, L) 0/1 rows, scored by binary cross-entropy (powerset validation uses its marginals, so label sets unseen
-    in training still count).
+    in training still count). pos_weight (L,) weighs each label's positive term (independent, yes_no).
     """
     if codec.encoding == "powerset":
         logits = next_token_logits(model, ids, mask)  # (B, V)
@@ -198,4 +198,5 @@ def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask:
             return F.cross_entropy(logits, token_ids[targets]), probs
         return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets.float()), probs
     logits = binary_logits(model, codec, ids, mask)  # (B, L)
-    return F.binary_cross_entropy_with_logits(logits, targets.float()), torch.sigmoid(logits)
+    weight = None if pos_weight is None else pos_weight.to(logits.device, logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=weight), torch.sigmoid(logits)

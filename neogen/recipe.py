@@ -151,6 +151,16 @@ class TrainConfig:
                     "the softmax that scoring reads)", "vocab")
     evaluate: list[str] = doc("splits scored and evaluated after training (eval/<split>/metrics.json)",
                               ["train", "valid", "test"])
+    class_weight: str | dict[str, float] = doc(
+        "weight of each class in the loss: none; balanced (n / (K x n_class): every class carries the same total "
+        "weight, for rare classes and macro-F1); or {label: weight}, others 1. Multi-label (independent, yes_no): "
+        "a label's positive weight, balanced = negatives / positives", "none")
+    calibrate: bool = doc("fit a softmax temperature on the validation split after training (calibration.json), "
+                          "applied to every score; single-label runs with a validation split", False)
+    save_steps: int | None = doc("save a resumable checkpoint (neogen train --resume) every N optimizer steps, for "
+                                 "long runs; null saves where it validates (eval_steps, else once per epoch). With a "
+                                 "validation split it must be a multiple of eval_steps: the best checkpoint is "
+                                 "picked among the saved ones", None)
 
     def problems(self) -> list[str]:
         out = []
@@ -172,6 +182,20 @@ class TrainConfig:
             out.append(f"train.eval_steps: must be >= 1 or null, got {self.eval_steps}")
         if self.loss not in ("vocab", "labels"):
             out.append(f"train.loss: '{self.loss}' is not one of vocab, labels")
+        if isinstance(self.class_weight, str) and self.class_weight not in ("none", "balanced"):
+            out.append(f"train.class_weight: '{self.class_weight}' is not none, balanced or a mapping "
+                       "{label: weight}")
+        if isinstance(self.class_weight, dict):
+            bad = {label: w for label, w in self.class_weight.items() if not w > 0}
+            if bad:
+                out.append(f"train.class_weight: weights must be numbers > 0, got {bad}")
+        if self.save_steps is not None and self.save_steps < 1:
+            out.append(f"train.save_steps: must be >= 1 or null, got {self.save_steps}")
+        elif self.save_steps and self.eval_steps and self.save_steps % self.eval_steps:
+            # Trainer keeps the best checkpoint by validation loss, so it may only save where it has validated.
+            near = self.eval_steps * max(1, round(self.save_steps / self.eval_steps))
+            out.append(f"train.save_steps: {self.save_steps} is not a multiple of train.eval_steps "
+                       f"({self.eval_steps}); use e.g. train.save_steps={near}")
         return out
 
 
@@ -187,8 +211,12 @@ class Recipe:
     output_dir: str = doc("run directory (adapter, label codec, resolved recipe, metrics)", "runs/default")
 
     def problems(self) -> list[str]:
-        return (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
-                + self.multilabel.problems())
+        out = (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
+               + self.multilabel.problems())
+        if self.train.calibrate and not (self.data.valid or self.data.valid_ratio):
+            out.append("train.calibrate: the temperature is fitted on a validation split; set data.valid or "
+                       "data.valid_ratio (e.g. data.valid_ratio=0.1)")
+        return out
 
     def validate(self, source: str = "recipe") -> Recipe:
         problems = self.problems()
@@ -252,6 +280,14 @@ def _coerce(value: Any, f: dataclasses.Field, name: str, problems: list[str]) ->
         return value
     if annotation.startswith("str") and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
+    if "dict[str, float]" in annotation and isinstance(value, dict):
+        numbers = {}
+        for k, v in value.items():
+            try:
+                numbers[str(k)] = float(v)
+            except (TypeError, ValueError):
+                problems.append(f"{name}.{k}: expected a number, got {v!r}")
+        return numbers
     if annotation.startswith("list") and isinstance(value, list):
         return [str(v) for v in value]
     if annotation.startswith("dict") and isinstance(value, dict):

@@ -3,6 +3,7 @@
 The loss is the causal-LM cross-entropy of the completion token alone (every prompt token is masked out), over the
 full vocabulary, computed only at the position after the separator. Trainer supplies the rest: mixed precision,
 gradient accumulation, schedules, checkpoints (best and last) and, under torchrun/accelerate, DDP.
+A run resumes from its newest checkpoint (train(recipe, resume=True)) exactly where it stopped, as the tests check.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neogen import distributed
+from neogen.calibration import fit_temperature
 from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
+from neogen.imbalance import class_weights, weighted_mean
 from neogen.labels import LabelCodec
 from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
 from neogen.multilabel import MultiLabelCodec, multilabel_loss
@@ -27,14 +32,23 @@ from neogen.prepare import clean, data_report, format_report, split
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
 from neogen.recipe import DataConfig, Recipe
+from neogen.resume import check_resumed_data, checkpoints, resumable, resume_point, truncate_metrics
+from neogen.rundir import (
+    ADAPTER_DIR,
+    CALIBRATION_FILE,
+    CHECKPOINTS_DIR,
+    CODEC_FILE,
+    DATA_REPORT_FILE,
+    LAST_ADAPTER_DIR,
+    METRICS_FILE,
+    RECIPE_FILE,
+    RESULTS_FILE,
+    THRESHOLDS_FILE,
+    replace_file,
+)
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_DIR = "adapter"
-LAST_ADAPTER_DIR = "last"
-CODEC_FILE = "labels.json"
-RECIPE_FILE = "recipe.yaml"
-THRESHOLDS_FILE = "thresholds.json"
 Codec = LabelCodec | MultiLabelCodec
 
 
@@ -110,10 +124,12 @@ def _trainer_class() -> type:
     class CompletionTrainer(Trainer):
         """Trainer whose loss is the next-token cross-entropy of the completion token only."""
 
-        def __init__(self, *args: Any, codec: Codec, loss: str = "vocab", **kwargs: Any) -> None:
+        def __init__(self, *args: Any, codec: Codec, loss: str = "vocab", class_weights: torch.Tensor | None = None,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.codec = codec
             self.loss_over = loss
+            self.class_weights = class_weights  # (K,) per class, or (L,) positive weights per label; None: unweighted
             self.label_token_ids = torch.tensor(codec.token_ids, dtype=torch.long)
             # The loss below is a per-batch mean: let Trainer divide it by the accumulation steps.
             self.model_accepts_loss_kwargs = False
@@ -122,7 +138,7 @@ def _trainer_class() -> type:
                          num_items_in_batch: Any = None) -> Any:
             if self.codec.multi_label:
                 loss, probs = multilabel_loss(model, self.codec, inputs["input_ids"], inputs["attention_mask"],
-                                              inputs["labels"])
+                                              inputs["labels"], pos_weight=self.class_weights)
                 return (loss, {"label_probs": probs}) if return_outputs else loss  # probs (B, L)
             classes = inputs["labels"]  # (B,) class indexes
             logits = next_token_logits(model, inputs["input_ids"], inputs["attention_mask"])  # (B, V)
@@ -130,9 +146,10 @@ def _trainer_class() -> type:
             label_logits = logits[:, token_ids]  # (B, K): what scoring reads, and the validation metrics
             if self.loss_over == "labels":
                 # Only the K label logits compete, as when scoring: no gradient spent on the other tokens.
-                loss = F.cross_entropy(label_logits, classes)
+                losses = F.cross_entropy(label_logits, classes, reduction="none")  # (B,)
             else:
-                loss = F.cross_entropy(logits, token_ids[classes])  # (B, V) vs the label tokens' ids
+                losses = F.cross_entropy(logits, token_ids[classes], reduction="none")  # (B, V) vs label token ids
+            loss = weighted_mean(losses, classes, self.class_weights)
             return (loss, {"label_logits": label_logits}) if return_outputs else loss
 
     return CompletionTrainer
@@ -170,15 +187,26 @@ def _metrics_logger(path: Path) -> Any:
     return MetricsLogger()
 
 
-def train(recipe: Recipe) -> Path:
-    """Run a recipe end to end; returns the run directory holding adapter, codec, recipe and metrics."""
+def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = None) -> Path:
+    """Run a recipe end to end; returns the run directory holding adapter, codec, recipe and metrics.
+
+    resume=True continues the run in recipe.output_dir from its newest checkpoint (optimizer, schedule, RNG and
+    data position with it), provided the recipe and data match the run's (RESUMABLE_CHANGES may differ).
+    callbacks are extra Trainer callbacks (early stopping, custom logging), called after the metrics logger.
+    """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import TrainingArguments, set_seed
 
     recipe.validate()
     run_dir = Path(recipe.output_dir)
+    main = distributed.world().is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
+    resume_from = resume_point(run_dir, recipe) if resume else None
+    earlier = checkpoints(run_dir) if resume_from is None and main else []
+    if earlier:
+        logger.warning("%s holds checkpoints of an earlier run (newest: %s); this run starts afresh and its "
+                       "checkpoints join them (remove the folder to keep them apart). To continue that run instead, "
+                       "add --resume (train(..., resume=True))", run_dir / CHECKPOINTS_DIR, earlier[-1].name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     set_seed(recipe.train.seed)
     device = default_device()
     precision = resolve_precision(recipe.train.precision, device)
@@ -191,13 +219,30 @@ def train(recipe: Recipe) -> Path:
     if codec.multi_label and recipe.train.loss != "vocab":
         raise ConfigError([f"train.loss: '{recipe.train.loss}' is for single-label data; {recipe.data.train} holds "
                            f"label sets, whose loss follows multilabel.encoding (leave train.loss at vocab)"])
+    if codec.multi_label and recipe.train.calibrate:
+        raise ConfigError([f"train.calibrate: {recipe.data.train} holds label sets, whose decisions come from the "
+                           "thresholds tuned on the validation split; leave train.calibrate at false"])
     check_labels(splits, codec)
     encoder = PromptEncoder(tokenizer, recipe.train.max_length, codec.separator)
     report = data_report(splits, codec, encoder, info["choice"], info["cleaning"])
     logger.info("data:\n%s", format_report(report))
-    codec.save(run_dir / CODEC_FILE)
-    recipe.save(run_dir / RECIPE_FILE)
-    (run_dir / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if recipe.train.save_steps and splits["valid"] and not recipe.train.eval_steps:
+        raise ConfigError([f"train.save_steps: with a validation split ({len(splits['valid'])} rows) the best "
+                           "checkpoint is picked among the saved ones, so checkpoints can only be saved where the "
+                           "run validates; set train.eval_steps to save_steps or a divisor of it (e.g. "
+                           f"train.eval_steps={recipe.train.save_steps}), or leave save_steps null"])
+    if resume_from is not None:
+        check_resumed_data(run_dir, codec, splits)
+    if main:
+        if resume_from is None:
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        else:
+            truncate_metrics(run_dir / METRICS_FILE, int(resume_from.name.removeprefix("checkpoint-")))
+        # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
+        replace_file(run_dir / CODEC_FILE, codec.save)
+        replace_file(run_dir / RECIPE_FILE, recipe.save)
+        replace_file(run_dir / DATA_REPORT_FILE,
+                 lambda path: path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
 
     model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, device)
     if recipe.model.quantization:
@@ -213,8 +258,9 @@ def train(recipe: Recipe) -> Path:
     t = recipe.train
     steps_per_epoch = math.ceil(len(splits["train"]) / (t.batch_size * t.grad_accum))
     strategy = "steps" if t.eval_steps else "epoch"
+    save_strategy = "steps" if t.eval_steps or t.save_steps else "epoch"
     args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
@@ -230,8 +276,8 @@ def train(recipe: Recipe) -> Path:
         logging_steps=t.logging_steps,
         eval_strategy=strategy if has_valid else "no",
         eval_steps=t.eval_steps,
-        save_strategy=strategy,
-        save_steps=t.eval_steps or steps_per_epoch,
+        save_strategy=save_strategy,
+        save_steps=t.save_steps or t.eval_steps or steps_per_epoch,
         save_total_limit=2,  # with load_best_model_at_end: the best and the last checkpoint
         load_best_model_at_end=has_valid,
         metric_for_best_model="log_loss" if has_valid else None,
@@ -242,21 +288,29 @@ def train(recipe: Recipe) -> Path:
         report_to=[],
         seed=t.seed,
         dataloader_num_workers=0,
+        # Under torchrun: every LoRA weight takes part in every forward pass, so DDP need not search the autograd
+        # graph for unused ones at every step (Trainer's default for a peft model; torch warns that it is wasted).
+        ddp_find_unused_parameters=False,
         disable_tqdm=False,  # the CLI quiets transformers logging, which would otherwise hide the bar
     )
-    trainer = _trainer_class()(
+    trainer = resumable(_trainer_class())(
         model=model, args=args,
         train_dataset=to_dataset(splits["train"], encoder, codec),
         eval_dataset=to_dataset(splits["valid"], encoder, codec, training=False) if has_valid else None,
         data_collator=CompletionCollator(tokenizer.pad_token_id),
         compute_metrics=(_multilabel_validation_metrics if codec.multi_label else _validation_metrics)
         if has_valid else None,
-        callbacks=[_metrics_logger(run_dir / "metrics.jsonl")],
+        callbacks=[_metrics_logger(run_dir / METRICS_FILE), *(callbacks or [])],
         codec=codec,
         loss=recipe.train.loss,
+        class_weights=class_weights(splits["train"], codec, recipe.train.class_weight),
     )
     start = time.perf_counter()
-    result = trainer.train()
+    if resume_from is not None and main:
+        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
+        logger.info("resuming from %s: step %d, epoch %.2f (optimizer, schedule, RNG and data position go on "
+                    "from there)", resume_from, state["global_step"], state.get("epoch") or 0.0)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     train_seconds = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return run_dir  # under torchrun, rank 0 alone writes the adapter and evaluates
@@ -264,7 +318,7 @@ def train(recipe: Recipe) -> Path:
     _keep_last_checkpoint(run_dir, trainer)
 
     from neogen.classify import Classifier
-    from neogen.evaluate import format_metrics, write_evaluation
+    from neogen.evaluate import classification_metrics, format_metrics, write_evaluation
 
     classifier = Classifier(model, tokenizer, codec, max_length=t.max_length, precision=precision,
                             batch_size=t.eval_batch_size)
@@ -275,6 +329,18 @@ def train(recipe: Recipe) -> Path:
         "train_examples_per_second": round(result.metrics.get("train_samples_per_second", 0.0), 2),
         "precision": precision, "device": str(device), "best_checkpoint": trainer.state.best_model_checkpoint,
     }
+    if trainer.class_weights is not None:
+        summary["class_weights"] = dict(zip(codec.labels, trainer.class_weights.tolist(), strict=True))
+    (run_dir / CALIBRATION_FILE).unlink(missing_ok=True)  # a temperature from an earlier run in this dir
+    if t.calibrate and not splits["valid"]:
+        logger.warning("train.calibrate: the validation split is empty, so no temperature was fitted")
+    elif t.calibrate:
+        valid = splits["valid"]
+        fitted = fit_temperature(np.array([codec.index(ex.label) for ex in valid]),
+                                 classifier.predict_proba([ex.text for ex in valid]).probs, split="valid")
+        fitted.save(run_dir / CALIBRATION_FILE)
+        classifier.calibration = fitted  # every split below is evaluated with calibrated scores
+        summary["temperature"] = round(fitted.temperature, 4)
     for name in t.evaluate:
         part = splits[name]
         if not part:
@@ -282,9 +348,12 @@ def train(recipe: Recipe) -> Path:
         probs = classifier.predict_proba([ex.text for ex in part]).probs
         y = [codec.index(ex.label) for ex in part]
         metrics = write_evaluation(run_dir / "eval" / name, y, probs, codec.labels, extra={"split": name})
-        summary[name] = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "roc_auc", "log_loss")}
+        summary[name] = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "roc_auc", "log_loss", "ece")}
+        if classifier.calibration is not None:  # what the temperature changed, on every split
+            raw = classification_metrics(y, classifier.calibration.apply(probs, inverse=True), codec.labels)
+            summary[name] |= {"log_loss_uncalibrated": raw["log_loss"], "ece_uncalibrated": raw["ece"]}
         logger.info("%s split:\n%s", name, format_metrics(metrics))
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir
 
 
@@ -305,8 +374,6 @@ def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:
 def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Example]], recipe: Recipe,
                        train_seconds: float, result: Any, trainer: Any, device: torch.device) -> Path:
     """Tune the decision thresholds on the validation split, save them, and evaluate every split."""
-    import numpy as np
-
     from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
     from neogen.thresholds import Thresholds, tune_thresholds
 
@@ -347,5 +414,5 @@ def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Ex
         summary[name] = {k: metrics[k] for k in ("n", "micro_f1", "macro_f1", "samples_f1", "roc_auc",
                                                  "hamming_loss", "subset_accuracy")}
         logger.info("%s split:\n%s", name, format_multilabel_metrics(metrics))
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir

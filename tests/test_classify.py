@@ -78,3 +78,27 @@ def test_weights_cast_once_for_bf16_scoring_give_the_same_scores(tiny_run):
 def test_incomplete_run_dir(tmp_path):
     with pytest.raises(NeogenError, match="not a complete neogen run"):
         Classifier.load(tmp_path)
+
+
+def test_eval_calibrate_fits_saves_and_applies_a_temperature(tiny_run, tmp_path, capsys):
+    """`neogen eval RUN valid.csv --calibrate`: calibration.json, loaded by every later Classifier."""
+    import shutil
+
+    from conftest import toy_rows, write_csv
+
+    from neogen.calibration import Temperature
+    from neogen.cli import main
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run stays uncalibrated
+    valid = write_csv(tmp_path / "valid.csv", toy_rows(6))
+    assert main(["eval", str(run), str(valid), "--calibrate", "--out", str(tmp_path / "eval")]) == 0
+    assert "fitted on" in capsys.readouterr().out
+    fitted = Temperature.load(run / "calibration.json")
+    assert fitted.n == 24 and fitted.split == str(valid)
+    calibrated = Classifier.load(run)
+    assert calibrated.calibration == fitted
+    raw = Classifier.load(tiny_run).predict_proba(["cell gene"]).probs
+    np.testing.assert_allclose(calibrated.predict_proba(["cell gene"]).probs, fitted.apply(raw), atol=1e-6)
+    # Fitting again starts from the model's own scores, not from the already-scaled ones.
+    assert main(["eval", str(run), str(valid), "--calibrate", "--out", str(tmp_path / "eval")]) == 0
+    assert Temperature.load(run / "calibration.json").temperature == pytest.approx(fitted.temperature, rel=1e-3)

@@ -115,3 +115,21 @@ def test_multi_label_from_prepare_to_eval(tiny_neo, tmp_path):
     assert "thresholds tuned on" in tuned.stdout
     saved = json.loads((tmp_path / "run" / "thresholds.json").read_text())
     assert saved["tuned_on"]["split"] == f"{tmp_path}/prepared/valid.jsonl"
+
+
+def test_score_resume_needs_files(tmp_path):
+    """--resume with stdin/stdout is refused before any model is loaded, in one line with the fix."""
+    bad = neogen("score", str(tmp_path / "no-run"), "-", "-", "--resume", check=False)
+    assert bad.returncode == 2 and "--resume needs a real input and output file" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_overrides_may_follow_the_resume_flag():
+    from neogen.cli import parse_args
+
+    args = parse_args(["train", "r.yaml", "train.lr=1e-3", "--resume", "train.epochs=3"])
+    assert args.resume and args.overrides == ["train.lr=1e-3", "train.epochs=3"]
+    with pytest.raises(SystemExit):
+        parse_args(["train", "r.yaml", "--resume", "--bogus"])
+    with pytest.raises(SystemExit):
+        parse_args(["classify", "run", "text", "--bogus"])

@@ -70,3 +70,15 @@ def test_help_lists_every_key():
 
 def test_exponent_without_a_dot_is_a_number():
     assert load_recipe(None, ["train.lr=5e-3", "data.train=x.csv"]).train.lr == 0.005
+
+
+def test_class_weight_takes_a_word_or_a_mapping_of_numbers():
+    recipe = load_recipe(None, ["data.train=x.csv", "train.class_weight={ABBR: 4, NUM: 0.5}"])
+    assert recipe.train.class_weight == {"ABBR": 4.0, "NUM": 0.5}
+    assert load_recipe(None, ["data.train=x.csv", "train.class_weight=balanced"]).train.class_weight == "balanced"
+    with pytest.raises(ConfigError) as e:
+        load_recipe(None, ["data.train=x.csv", "train.class_weight={ABBR: lots, NUM: -1}"])
+    assert "train.class_weight.ABBR: expected a number, got 'lots'" in str(e.value)
+    assert "weights must be numbers > 0" in str(e.value)
+    with pytest.raises(ConfigError, match="'inverse' is not none, balanced or a mapping"):
+        load_recipe(None, ["data.train=x.csv", "train.class_weight=inverse"])

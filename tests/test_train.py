@@ -102,3 +102,37 @@ def test_unknown_test_label_names_its_line(tiny_neo, tmp_path):
     recipe = tiny_recipe(tiny_neo, tmp_path, test=str(test_csv), test_ratio=0.0)
     with pytest.raises(DataError, match=r"test.csv:3: label 'Poetry'"):
         train(recipe)
+
+
+def test_class_weights_and_calibration_in_a_run(tiny_neo, tmp_path):
+    """train.class_weight and train.calibrate: weights in results.json, a temperature every score goes through."""
+    import numpy as np
+
+    from neogen.calibration import Temperature
+    from neogen.classify import Classifier
+
+    recipe = tiny_recipe(tiny_neo, tmp_path)
+    recipe.train.class_weight, recipe.train.calibrate = "balanced", True
+    run = train(recipe)
+    results = json.loads((run / "results.json").read_text())
+    assert results["class_weights"] == pytest.approx({"Biology": 1.0, "Chemistry": 1.0, "Maths": 1.0,
+                                                      "Physics": 1.0})
+    fitted = Temperature.load(run / "calibration.json")
+    assert results["temperature"] == pytest.approx(fitted.temperature, abs=1e-4) and fitted.n == 12
+    assert "ece" in results["test"] and results["valid"]["log_loss"] <= results["valid"]["log_loss_uncalibrated"] + 1e-9
+
+    clf = Classifier.load(run)
+    texts = ["what about the cell and the gene?", "what about the force and the lens?"]
+    calibrated = clf.predict_proba(texts).probs
+    clf.calibration = None
+    np.testing.assert_allclose(calibrated, fitted.apply(clf.predict_proba(texts).probs), atol=1e-6)
+
+
+def test_calibrate_needs_a_validation_split_and_one_label_per_row(tiny_neo, tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.calibrate: the temperature is fitted on a validation split"):
+        Recipe.from_dict({"data": {"train": "x.csv"}, "train": {"calibrate": True}})
+    csv = write_csv(tmp_path / "ml.csv", toy_multilabel_rows())
+    recipe = tiny_recipe(tiny_neo, tmp_path, train=str(csv), test_ratio=0.0, stratify=False)
+    recipe.train.calibrate = True
+    with pytest.raises(ConfigError, match=r"train\.calibrate: .* holds label sets"):
+        train(recipe)

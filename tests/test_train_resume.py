@@ -1,0 +1,184 @@
+"""Resumable training (`neogen train RECIPE --resume`, `train(recipe, resume=True)`) on the tiny GPT-Neo.
+
+A run is interrupted mid-epoch in its second epoch, then resumed; its weights must equal those of a run that was
+never interrupted, which holds only if the optimizer, the schedule, the RNG and the data order all pick up where
+the checkpoint left them.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, toy_rows, write_csv
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from neogen.errors import ConfigError, NeogenError
+from neogen.recipe import Recipe
+from neogen.resume import checkpoints
+from neogen.train import train
+
+STOP_AT = 9  # 6 steps per epoch: mid-epoch 2, one step after checkpoint-8
+TIMING = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "train_runtime",
+          "train_samples_per_second", "train_steps_per_second", "train_loss"}
+
+
+class Interrupt(TrainerCallback):
+    """Raises KeyboardInterrupt (as Ctrl-C would) once step `at` is logged, after the checkpoint before it."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+def resume_recipe(tiny_neo: str, data_dir: Path, out: Path, **train_keys) -> Recipe:
+    """24 train / 12 valid / 12 test rows, batch 4: 6 steps per epoch, 12 in all; a checkpoint every 2 steps."""
+    csv = data_dir / "toy.csv"
+    if not csv.exists():
+        write_csv(csv, toy_rows(12))
+    return Recipe.from_dict({
+        "model": {"name": tiny_neo},
+        "lora": {"r": 4, "alpha": 8},  # LoRA dropout stays on: the RNG state matters
+        "data": {"train": str(csv), "valid_ratio": 0.25, "test_ratio": 0.25, "stratify": True},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "max_length": 32, "precision": "fp32",
+                  "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "evaluate": ["test"], **train_keys},
+        "output_dir": str(out),
+    })
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def kinds(log: list[dict]) -> list[tuple[int, str]]:
+    """(step, kind) of every record: a training-loss, validation or end-of-training record."""
+    return [(r["step"], "summary" if "train_runtime" in r else "eval" if "eval_loss" in r else "train") for r in log]
+
+
+@pytest.fixture(scope="module")
+def interrupted(tiny_neo, tmp_path_factory) -> tuple[Path, Path]:
+    """(data dir, run dir) of a run stopped by KeyboardInterrupt at step 9, its newest checkpoint at step 8."""
+    tmp = tmp_path_factory.mktemp("resume")
+    with pytest.raises(KeyboardInterrupt):
+        train(resume_recipe(tiny_neo, tmp, tmp / "run"), callbacks=[Interrupt(STOP_AT)])
+    return tmp, tmp / "run"
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tiny_neo, tmp_path, interrupted):
+    data_dir, run = interrupted
+    assert checkpoints(run)[-1].name == "checkpoint-8"
+    assert max(r["step"] for r in records(run)) == STOP_AT  # logged after the checkpoint: dropped on resume
+
+    train(resume_recipe(tiny_neo, data_dir, run), resume=True)
+    whole = train(resume_recipe(tiny_neo, data_dir, tmp_path / "whole"))
+
+    for adapter in ("last", "adapter"):  # the final weights, and the best checkpoint's
+        resumed, expected = (load_file(r / adapter / "adapter_model.safetensors") for r in (run, whole))
+        assert resumed.keys() == expected.keys()
+        for name in expected:
+            torch.testing.assert_close(resumed[name], expected[name], rtol=1e-6, atol=1e-7, msg=f"{adapter} {name}")
+    got, want = records(run), records(whole)
+    assert kinds(got) == kinds(want)  # every step logged once, none twice, none missing
+    assert len(set(kinds(got))) == len(got)
+    for r, w in zip(got, want, strict=True):
+        assert r.keys() == w.keys()
+        for key in r.keys() - TIMING:
+            assert r[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (r["step"], key)
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"] == pytest.approx(json.loads((whole / "results.json").read_text())["test"])
+
+
+def test_raising_epochs_trains_a_finished_run_longer(tiny_neo, tmp_path, caplog):
+    recipe = resume_recipe(tiny_neo, tmp_path, tmp_path / "run", epochs=1, eval_steps=3, save_steps=3)
+    run = train(recipe)
+    assert checkpoints(run)[-1].name == "checkpoint-6"
+    recipe.train.epochs = 2.0
+    with caplog.at_level(logging.INFO, logger="neogen.train"):
+        train(recipe, resume=True)
+    assert "resuming from" in caplog.text and "checkpoint-6: step 6" in caplog.text
+    assert checkpoints(run)[-1].name == "checkpoint-12"
+    log = records(run)
+    assert len(set(kinds(log))) == len(log)  # the first leg's end-of-training record is replaced, not repeated
+    assert [s for s, kind in kinds(log) if kind == "train"] == list(range(1, 13))
+    assert [s for s, kind in kinds(log) if kind == "summary"] == [12]
+    # Steps 7-12 follow the linear decay over 12 steps (1 warm-up step), not the 6-step one that ended at 0.
+    rates = {r["step"]: r["learning_rate"] for r in log if "learning_rate" in r}
+    assert [rates[s] for s in range(7, 13)] == pytest.approx([5e-3 * (13 - s) / 11 for s in range(7, 13)])
+    assert "epochs: 2.0" in (run / "recipe.yaml").read_text()
+
+
+def test_resume_refuses_a_changed_recipe_listing_every_change(tiny_neo, interrupted):
+    data_dir, run = interrupted
+    recipe = resume_recipe(tiny_neo, data_dir, run, lr=1e-3, epochs=3, logging_steps=5)
+    recipe.lora.r = 8
+    with pytest.raises(NeogenError, match="cannot resume") as info:
+        train(recipe, resume=True)
+    message = str(info.value)
+    assert "train.lr: 0.005 in the run, 0.001 now" in message and "lora.r: 4 in the run, 8 now" in message
+    assert "epochs" not in message.split("fix:")[0] and "logging_steps" not in message.split("fix:")[0]
+    assert f"neogen train {run / 'recipe.yaml'} --resume" in message
+
+
+def test_resume_refuses_changed_data(tiny_neo, tmp_path, interrupted):
+    data_dir, run = interrupted
+    csv = write_csv(tmp_path / "toy.csv", toy_rows(16))  # same labels, more rows
+    recipe = resume_recipe(tiny_neo, data_dir, run)
+    recipe.data.train = str(csv)
+    with pytest.raises(NeogenError, match=r"data\.train: "):  # the path is part of the recipe
+        train(recipe, resume=True)
+    (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace(str(data_dir / "toy.csv"), str(csv)))
+    try:
+        with pytest.raises(NeogenError, match=r"rows per split: \{'train': 24, 'valid': 12, 'test': 12\} in the run"):
+            train(recipe, resume=True)
+    finally:
+        (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace(str(csv), str(data_dir / "toy.csv")))
+
+
+def test_resume_refuses_another_number_of_processes(tiny_neo, interrupted, monkeypatch):
+    data_dir, run = interrupted
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun --nproc_per_node 2; the checkpoint had 1 process
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(NeogenError, match=r"trained by 1 process\(es\), this launch has 2.*a single process"):
+        train(resume_recipe(tiny_neo, data_dir, run), resume=True)
+
+
+def test_resume_without_a_checkpoint_says_how_to_start(tiny_neo, tmp_path):
+    with pytest.raises(NeogenError, match=r"nothing to resume: .*checkpoints holds no complete checkpoint.*"
+                                          r"leaving out --resume"):
+        train(resume_recipe(tiny_neo, tmp_path, tmp_path / "fresh"), resume=True)
+
+
+def test_cli_resume_without_a_checkpoint_is_one_clear_line(tiny_neo, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "neogen.cli", "train", "recipes/quickstart.yaml", f"model.name={tiny_neo}",
+               f"output_dir={tmp_path / 'run'}", "--resume"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: nothing to resume" in proc.stderr and "leaving out --resume" in proc.stderr
+
+
+def test_a_fresh_run_into_a_dir_with_checkpoints_points_at_resume(tiny_neo, interrupted, caplog):
+    data_dir, run = interrupted
+    recipe = resume_recipe(tiny_neo, data_dir, run)
+    recipe.data.train = str(data_dir / "missing.csv")  # stops the run right after the warning
+    with caplog.at_level(logging.WARNING, logger="neogen.train"), pytest.raises(NeogenError):
+        train(recipe)
+    assert "holds checkpoints of an earlier run" in caplog.text and "--resume" in caplog.text
+
+
+def test_save_steps_must_fit_validation(tiny_neo, tmp_path):
+    with pytest.raises(ConfigError, match=r"train.save_steps: 5 is not a multiple of train.eval_steps \(2\); "
+                                          r"use e.g. train.save_steps=4"):
+        resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=5)
+    with pytest.raises(ConfigError, match=r"train\.save_steps: must be >= 1"):
+        resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=0)
+    with pytest.raises(ConfigError, match=r"train.save_steps: with a validation split .* train.eval_steps=4"):
+        train(resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=4, eval_steps=None))
