@@ -62,6 +62,12 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def write_lines(path: Path, rows: list) -> Path:
+    """A JSONL file of rows: dicts are dumped as JSON, strings written as they are (malformed lines, blanks)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
 def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
     import csv
 

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_lines
 
 from neogen.classify import Classifier
 from neogen.errors import DataError
@@ -11,11 +12,6 @@ from neogen.score import score_jsonl
 @pytest.fixture(scope="module")
 def clf(tiny_run) -> Classifier:
     return Classifier.load(tiny_run, batch_size=3)
-
-
-def write_lines(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 def test_every_line_comes_back_in_order_with_scores(clf, tmp_path):

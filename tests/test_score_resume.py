@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pytest
+from conftest import write_lines
 
 from neogen.classify import Classifier
 from neogen.errors import DataError, NeogenError
@@ -17,11 +18,6 @@ from neogen.score_progress import progress_path
 @pytest.fixture(scope="module")
 def clf(tiny_run) -> Classifier:
     return Classifier.load(tiny_run, batch_size=2)
-
-
-def write_lines(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 WORDS = ["cell ", "acid ", "sum ", "lens "]

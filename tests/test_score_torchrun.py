@@ -1,6 +1,5 @@
 """Scoring under torchrun: ranks share the chunks, rank 0 merges, and the bytes are those of one process."""
 
-import json
 import os
 import socket
 import subprocess
@@ -8,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, write_lines
 
 from neogen.classify import Classifier
 from neogen.distributed import World
@@ -24,11 +23,6 @@ BAD_ROWS = [*ROWS[:3], "{not json", *ROWS[3:7], "", {"txt": 1}, *ROWS[7:11], "[2
 @pytest.fixture(scope="module")
 def clf(tiny_run) -> Classifier:
     return Classifier.load(tiny_run, batch_size=2)
-
-
-def write_lines(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 def test_parts_merge_to_the_single_process_bytes(clf, tmp_path):
