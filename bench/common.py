@@ -15,15 +15,16 @@ RANDOM_NEO = "gpt-neo-125m-random"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def read_trec(path: str | Path) -> tuple[list[str], list[str]]:
-    """The questions of a TREC file (`COARSE:fine question`, Latin-1) and their coarse labels."""
+def read_trec(path: str | Path, fine: bool = False) -> tuple[list[str], list[str]]:
+    """The questions of a TREC file (`COARSE:fine question`, Latin-1) and their coarse labels (6), or with `fine`
+    the whole `COARSE:fine` label (50)."""
     texts: list[str] = []
     labels: list[str] = []
     with open(path, encoding="latin-1") as f:
         for line in f:
             head, _, question = line.strip().partition(" ")
             if question:
-                labels.append(head.split(":", 1)[0])
+                labels.append(head if fine else head.split(":", 1)[0])
                 texts.append(question)
     return texts, labels
 

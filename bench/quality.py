@@ -14,7 +14,8 @@
 neogen entry records its own recipe and overrides.
 
 Data sets (from ../shared/data): `student` = student questions, first 80% train / last 20% test, unshuffled, as in
-the GPT-Neo tutorial; `trec6` = TREC coarse classes, the 5,452 training questions / the 500 TREC-10 test questions.
+the GPT-Neo tutorial; `trec6` = TREC coarse classes, the 5,452 training questions / the 500 TREC-10 test questions;
+`trec50` = the same questions with TREC's 50 fine classes (`NUM:date`, `ENTY:animal`, ...), for many labels.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from neogen.prepare import clean, split
 from neogen.read import Example, load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss")
+KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
 
 
 def write_csv(path: Path, examples: list[Example]) -> Path:
@@ -61,7 +62,7 @@ def splits(name: str, folder: Path, train_rows: int | None = None, sample_seed: 
     else:
         parts = {}
         for part, file in (("train", "train_5500.label"), ("test", "TREC_10.label")):
-            texts, labels = read_trec(SHARED_DATA / "trec" / file)
+            texts, labels = read_trec(SHARED_DATA / "trec" / file, fine=name == "trec50")
             parts[part] = [Example(t, lab, file, i + 1) for i, (t, lab) in enumerate(zip(texts, labels, strict=True))]
     if train_rows is not None and train_rows < len(parts["train"]):
         from sklearn.model_selection import train_test_split
@@ -161,7 +162,7 @@ def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["student", "trec6"])
+    parser.add_argument("dataset", choices=["student", "trec6", "trec50"])
     parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
                         help="neogen recipe; its model, LoRA and training settings serve the head model too")
     parser.add_argument("--methods", default="tfidf,head,neogen")

@@ -3,14 +3,16 @@
 A label whose completion word the user chose (`data.label_words`, e.g. NUM -> " number") gets that word. Any other
 label that is one token (" Physics") is its own completion. A label that is several tokens, or whose natural
 token is taken by another label, gets a single-token alias, chosen deterministically from the label's own first
-token, then its lowercase form, then a fixed pool of short word tokens. The codec is saved with the run and refuses
-to load against a tokenizer whose vocabulary differs from the one it was built with.
+token, then its later words ("NUM:date" -> " date"), then its lowercase and capitalised forms, then a fixed pool of
+short word tokens. The codec is saved with the run and refuses to load against a tokenizer whose vocabulary differs
+from the one it was built with.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -53,7 +55,10 @@ def _word_tokens(tokenizer: Any) -> Iterator[int]:
 
 def _alias_candidates(tokenizer: Any, label: str, pool: Iterator[int]) -> Iterator[int]:
     # The label's own first token keeps most of the pretrained meaning (" Sci" for "Sci/Tech").
-    for variant in (label, label.lower(), label.capitalize()):
+    # Next, the label's later words, before other casings of the first: hierarchical labels share their first word
+    # ("NUM:date", "NUM:money"), and " date" says more than " num" or a letter from the pool.
+    later = [v for part in re.split(r"[\W_]+", label)[1:] if part for v in (part, part.lower(), part.capitalize())]
+    for variant in (label, *later, label.lower(), label.capitalize()):
         ids = tokenizer(" " + variant, add_special_tokens=False)["input_ids"]
         if ids:
             yield ids[0]

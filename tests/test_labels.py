@@ -106,3 +106,11 @@ def test_bad_label_words_are_all_reported(gpt2_bpe):
     assert "'NUM': ' numerical quantity' is 2 tokens" in message
     assert "'HUM': ' number' is already the word of 'LOC'" in message
     assert "'Person' is not a training label" in message
+
+
+def test_hierarchical_labels_take_their_later_words(gpt2_bpe):
+    """TREC's fine classes share their first word: the second one names the class better than a letter would."""
+    codec = LabelCodec.fit(["NUM:code", "NUM:date", "NUM:money", "LOC:city", "LOC:country", "not_spam", "spam"],
+                           gpt2_bpe)
+    assert codec.aliases == {"NUM:code": " NUM", "NUM:date": " date", "NUM:money": " money", "LOC:city": " LOC",
+                             "LOC:country": " country", "not_spam": " not"}
