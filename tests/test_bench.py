@@ -99,3 +99,14 @@ def test_quality_low_data_sample_is_stratified_and_repeatable(tmp_path: Path) ->
     assert len(train) == 60 and train == rows(again["train"])
     assert {label for _, label in train} == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}  # even ABBR (1.6%)
     assert len(rows(first["test"])) == 500  # the test split is never sampled
+
+
+def test_trec50_keeps_the_fine_classes(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from quality import splits
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    with splits("trec50", tmp_path)["train"].open(encoding="utf-8") as f:
+        labels = {label for _, label in list(csv.reader(f))[1:]}
+    assert len(labels) == 50 and {"NUM:date", "ENTY:animal", "HUM:ind"} <= labels
