@@ -402,6 +402,8 @@ def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Ex
         "best_checkpoint": trainer.state.best_model_checkpoint, "encoding": codec.encoding,
         "threshold": ml.threshold,
     }
+    if trainer.class_weights is not None:  # each label's positive weight
+        summary["class_weights"] = dict(zip(codec.labels, trainer.class_weights.tolist(), strict=True))
     for name, probs in scored.items():
         if name not in recipe.train.evaluate:
             continue

@@ -126,3 +126,28 @@ def test_each_encoding_trains_saves_loads_classifies_and_scores(tiny_neo, tmp_pa
     stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert stats.scored == 3 and [o["labels"] for o in out] == sets and [o["id"] for o in out] == [0, 1, 2]
+
+
+def test_balanced_positive_weights_train_and_are_recorded(tiny_neo, tmp_path):
+    """multi-label class_weight=balanced: BCE's pos_weight = negatives / positives per label, in results.json."""
+    import json
+
+    from conftest import toy_multilabel_rows, write_csv
+
+    from neogen.recipe import Recipe
+    from neogen.train import train
+
+    rows = toy_multilabel_rows(24)
+    csv = write_csv(tmp_path / "toy.csv", rows)
+    run = train(Recipe.from_dict({
+        "model": {"name": tiny_neo}, "lora": {"r": 4, "alpha": 8}, "data": {"train": str(csv), "valid_ratio": 0.25},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 5e-3, "max_length": 32, "precision": "fp32",
+                  "class_weight": "balanced", "evaluate": ["valid"]},
+        "output_dir": str(tmp_path / "run"),
+    }))
+    results = json.loads((run / "results.json").read_text())
+    train_rows = rows[:18]  # unshuffled: the last quarter is the validation split
+    for label, weight in results["class_weights"].items():
+        positives = sum(label in labels.split(";") for _, labels in train_rows)
+        assert weight == pytest.approx((len(train_rows) - positives) / positives, rel=1e-6)
+    assert results["valid"]["n"] == 6
