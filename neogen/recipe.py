@@ -213,7 +213,12 @@ class Recipe:
     def problems(self) -> list[str]:
         out = (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
                + self.multilabel.problems())
-        if self.train.calibrate and not (self.data.valid or self.data.valid_ratio):
+        has_valid = bool(self.data.valid or self.data.valid_ratio)
+        if self.train.save_steps and has_valid and not self.train.eval_steps:
+            out.append("train.save_steps: with a validation split the best checkpoint is picked among the saved ones, "
+                       "so checkpoints can only be saved where the run validates; set train.eval_steps to save_steps "
+                       f"or a divisor of it (e.g. train.eval_steps={self.train.save_steps}), or leave save_steps null")
+        if self.train.calibrate and not has_valid:
             out.append("train.calibrate: the temperature is fitted on a validation split; set data.valid or "
                        "data.valid_ratio (e.g. data.valid_ratio=0.1)")
         return out

@@ -226,11 +226,6 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     encoder = PromptEncoder(tokenizer, recipe.train.max_length, codec.separator)
     report = data_report(splits, codec, encoder, info["choice"], info["cleaning"])
     logger.info("data:\n%s", format_report(report))
-    if recipe.train.save_steps and splits["valid"] and not recipe.train.eval_steps:
-        raise ConfigError([f"train.save_steps: with a validation split ({len(splits['valid'])} rows) the best "
-                           "checkpoint is picked among the saved ones, so checkpoints can only be saved where the "
-                           "run validates; set train.eval_steps to save_steps or a divisor of it (e.g. "
-                           f"train.eval_steps={recipe.train.save_steps}), or leave save_steps null"])
     if resume_from is not None:
         check_resumed_data(run_dir, codec, splits)
     if main:
