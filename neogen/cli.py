@@ -27,11 +27,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     examples, cleaning = clean(examples)
     splits = split(examples, args.valid_ratio, args.test_ratio, args.shuffle, args.stratify, args.seed)
     tokenizer = load_tokenizer(args.model)
+    words = dict(args.label_word or [])
     if choice.multi_label:
         codec: LabelCodec | MultiLabelCodec = MultiLabelCodec.fit(
-            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty)
+            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty, words=words)
     else:
-        codec = LabelCodec.fit([ex.label for ex in examples], tokenizer)
+        codec = LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
     report["tokenizer"] = args.model
     written = write_prepared(Path(args.out), splits, codec, report)
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
     p.add_argument("--model", default="smollm2-135m", help="base model whose tokenizer counts tokens and labels")
     p.add_argument("--max-length", type=int, default=256, help="prompt token budget used in the report")
+    p.add_argument("--label-word", action="append", type=_label_word, metavar="LABEL=WORD",
+                   help="completion word of a label, one token (repeat per label), e.g. --label-word NUM=number; "
+                        "training on the prepared files keeps it")
     _multilabel_options(p)
     p.add_argument("--allow-empty", action="store_true", help="multi-label: rows may carry no label")
     p.add_argument("--encoding", default="independent", choices=["independent", "powerset", "yes_no"],
@@ -234,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="single-label runs: fit the softmax temperature on this (validation) file and save it")
     p.set_defaults(func=cmd_eval)
     return parser
+
+
+def _label_word(value: str) -> tuple[str, str]:
+    label, sep, word = value.partition("=")
+    if not sep or not label.strip() or not word.strip():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=WORD, e.g. NUM=number")
+    return label.strip(), word.strip()
 
 
 def _multilabel_options(p: argparse.ArgumentParser) -> None:

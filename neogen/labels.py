@@ -45,6 +45,12 @@ def _round_trips(tokenizer: Any, token_id: int) -> str | None:
     return text if single_token(tokenizer, text) == token_id else None
 
 
+def word_token(tokenizer: Any, word: str) -> int | None:
+    """The id of ' word' if it is one token that decodes back to itself (what a completion must be), else None."""
+    token_id = single_token(tokenizer, " " + str(word).strip())
+    return token_id if token_id is not None and _round_trips(tokenizer, token_id) else None
+
+
 def _word_tokens(tokenizer: Any) -> Iterator[int]:
     """Short word tokens (' word') in vocabulary order: the last-resort alias pool, the same for every label set."""
     for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
@@ -78,10 +84,10 @@ def _chosen_words(names: list[str], words: Mapping[str, str], tokenizer: Any) ->
     chosen: dict[str, int] = {}
     for label, word in words.items():
         text = " " + str(word).strip()
-        token_id = single_token(tokenizer, text)
+        token_id = word_token(tokenizer, word)
         if label not in names:
             problems.append(f"{label!r} is not a training label (labels: {names})")
-        elif token_id is None or not _round_trips(tokenizer, token_id):
+        elif token_id is None:
             pieces = [tokenizer.decode([t]) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
             problems.append(f"{label!r}: {text!r} is {len(pieces)} tokens {pieces}, not one; pick a shorter or "
                             "more common word")

@@ -41,6 +41,7 @@ class Example:
     source: str
     line: int
     labels: tuple[str, ...] | None = None  # multi-label only: the sorted, distinct labels (empty when allowed)
+    completion: str | None = None  # prepared single-label rows: the completion beside the label (an alias or word)
 
     @property
     def multi_label(self) -> bool:
@@ -294,7 +295,9 @@ def load_examples(
         if require_label and not label:
             raise DataError(path, line, f"no label in column '{choice.label}'",
                             "fill in the label or remove the row")
-        examples.append(Example(text.strip(), label, str(path), line))
+        completion = record.get("completion") if choice.prompt_completion and "label" in record else None
+        examples.append(Example(text.strip(), label, str(path), line,
+                                completion=None if completion is None else str(completion)))
     return examples, choice
 
 

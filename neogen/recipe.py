@@ -48,6 +48,9 @@ class LoraConfig:
     dropout: float = doc("dropout on the LoRA input", 0.05)
     target_modules: list[str] | None = doc("module names to adapt; null picks every linear layer of the "
                                            "architecture (GPT-Neo, GPT-2 and Llama-style names known)", None)
+    train_label_tokens: bool = doc("also train the embedding rows of the completion tokens (peft trainable "
+                                   "tokens): the label tokens' output rows move too where the LM head is tied to the "
+                                   "embeddings, as in GPT-Neo and SmolLM2", False)
 
     def problems(self) -> list[str]:
         out = []

@@ -24,7 +24,7 @@ def cli_run(tiny_neo, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     csv = write_csv(tmp / "toy.csv", [(t, lab) for t, lab in toy_rows(12)], header=("question", "subject"))
     prep = neogen("prepare", str(csv), "--out", str(tmp / "prepared"), "--model", tiny_neo, "--test-ratio", "0.25",
-                  "--stratify")
+                  "--stratify", "--label-word", "Physics=physics")
     assert "label column 'subject'" in prep.stdout and "Maths" in prep.stdout and "' Math'" in prep.stdout
     neogen("train", "recipes/quickstart.yaml", f"model.name={tiny_neo}", f"data.train={tmp}/prepared/train.jsonl",
            f"data.test={tmp}/prepared/test.jsonl", "data.text_column=null", "data.label_column=null",
@@ -40,6 +40,20 @@ def test_prepare_writes_openai_jsonl(cli_run):
     assert row["prompt"].endswith("\n\n###\n\n") and row["completion"].startswith(" ")
     report = json.loads((cli_run / "prepared" / "report.json").read_text())
     assert report["rows"] == {"train": 36, "valid": 0, "test": 12}
+
+
+def test_label_words_chosen_at_prepare_are_trained(cli_run):
+    """prepare --label-word writes the word as the completion; training on the prepared files keeps it."""
+    row = next(json.loads(line) for line in (cli_run / "prepared" / "train.jsonl").read_text().splitlines()
+               if json.loads(line)["label"] == "Physics")
+    assert row["completion"] == " physics"
+    codec = json.loads((cli_run / "run" / "labels.json").read_text())
+    assert dict(zip(codec["labels"], codec["completions"], strict=True))["Physics"] == " physics"
+
+
+def test_prepare_refuses_a_label_word_without_a_word(tmp_path):
+    out = neogen("prepare", "x.csv", "--out", str(tmp_path), "--label-word", "Physics", check=False)
+    assert out.returncode == 2 and "expected LABEL=WORD" in out.stderr
 
 
 def test_train_run_dir_and_results(cli_run):

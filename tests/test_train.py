@@ -136,3 +136,48 @@ def test_calibrate_needs_a_validation_split_and_one_label_per_row(tiny_neo, tmp_
     recipe.train.calibrate = True
     with pytest.raises(ConfigError, match=r"train\.calibrate: .* holds label sets"):
         train(recipe)
+
+
+def test_train_label_tokens_moves_only_the_completion_rows(tiny_neo, tmp_path):
+    """lora.train_label_tokens: the label tokens' rows of the (tied) embedding train with LoRA, no other row moves,
+    and a merged classifier scores as the unmerged adapter does."""
+    import numpy as np
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from neogen.classify import Classifier
+
+    recipe = tiny_recipe(tiny_neo, tmp_path)
+    recipe.lora.train_label_tokens = True
+    run = train(recipe)
+    codec = LabelCodec.load(run / "labels.json")
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    deltas = [v for k, v in saved.items() if "trainable_tokens_delta" in k]
+    assert len(deltas) == 1 and deltas[0].shape == (len(codec), 32)  # tied: one (K, hidden) copy, not two
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_neo).get_input_embeddings().weight
+    clf = Classifier.load(run)
+    merged = clf.model.get_input_embeddings().weight
+    moved = (merged != base).any(dim=1).nonzero().flatten().tolist()
+    assert moved == sorted(codec.token_ids)
+    assert clf.model.get_output_embeddings().weight.data_ptr() == merged.data_ptr()  # still tied after the merge
+
+    texts = ["what about the cell and the gene?", "what about the force and the lens?"]
+    unmerged = Classifier.load(run, merge=False)
+    np.testing.assert_allclose(clf.predict_proba(texts).probs, unmerged.predict_proba(texts).probs, atol=1e-5)
+
+
+def test_a_prepared_file_with_two_completions_for_one_label_names_both_lines(tmp_path):
+    from conftest import write_lines
+
+    from neogen.read import load_examples
+    from neogen.train import prepared_words
+
+    path = write_lines(tmp_path / "train.jsonl", [
+        {"prompt": "a cell\n\n###\n\n", "completion": " biology", "label": "Biology"},
+        {"prompt": "a lens\n\n###\n\n", "completion": " physics", "label": "Physics"},
+        {"prompt": "a gene\n\n###\n\n", "completion": " life", "label": "Biology"}])
+    examples, _ = load_examples(path)
+    with pytest.raises(DataError, match=r"train.jsonl:3: label 'Biology' has completion ' life' here and ' biology' "
+                                        r"on line 1"):
+        prepared_words(examples, None)
