@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocess limit of the tests that run the real CLI: a guard against a hung process, not a speed check (speed lives
+# in bench/), so it leaves room for a slow or shared 2-core machine.
+HANG_TIMEOUT = 3600
 SHARED_DATA = ROOT.parent / "shared" / "data"
 STUDENT_QUESTIONS = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
 

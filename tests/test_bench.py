@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_DATA
+from conftest import HANG_TIMEOUT, ROOT, SHARED_DATA
 
 TREC = SHARED_DATA / "trec" / "train_5500.label"
 STUDENT = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow,
 def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
     out = tmp_path / "figures.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--json", str(out)],
-                          capture_output=True, text=True, timeout=900, check=False)
+                          capture_output=True, text=True, timeout=HANG_TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text(encoding="utf-8"))
 

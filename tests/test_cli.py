@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, toy_rows, write_csv
+from conftest import HANG_TIMEOUT, ROOT, toy_rows, write_csv
 
 
 def neogen(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "neogen.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          text=True, env=env, timeout=1200)
+                          text=True, env=env, timeout=HANG_TIMEOUT)
     if check and proc.returncode != 0:
         raise AssertionError(f"neogen {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

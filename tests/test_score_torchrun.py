@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, write_lines
+from conftest import HANG_TIMEOUT, ROOT, write_lines
 
 from neogen.classify import Classifier
 from neogen.distributed import World
@@ -70,7 +70,8 @@ def torchrun_score(run, src, dst, *options: str) -> subprocess.CompletedProcess:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
     return subprocess.run([*torchrun, "-m", "neogen.cli", "score", str(run), str(src), str(dst), "--chunk-size", "2",
-                           "--no-progress", *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                           "--no-progress", *options], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT)
 
 
 def test_torchrun_two_processes_write_the_single_process_bytes(tiny_run, tmp_path):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, toy_rows, write_csv
+from conftest import HANG_TIMEOUT, ROOT, toy_rows, write_csv
 
 from neogen.resume import checkpoints
 
@@ -27,7 +27,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), "-m", "neogen.cli", *args]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_TIMEOUT)
     assert proc.returncode == 0, f"torchrun neogen {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     return proc
 

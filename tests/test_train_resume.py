@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, toy_rows, write_csv
+from conftest import HANG_TIMEOUT, ROOT, toy_rows, write_csv
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -160,7 +160,7 @@ def test_cli_resume_without_a_checkpoint_is_one_clear_line(tiny_neo, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     command = [sys.executable, "-m", "neogen.cli", "train", "recipes/quickstart.yaml", f"model.name={tiny_neo}",
                f"output_dir={tmp_path / 'run'}", "--resume"]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_TIMEOUT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: nothing to resume" in proc.stderr and "leaving out --resume" in proc.stderr
 
