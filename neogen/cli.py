@@ -28,9 +28,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     splits = split(examples, args.valid_ratio, args.test_ratio, args.shuffle, args.stratify, args.seed)
     tokenizer = load_tokenizer(args.model)
     words = dict(args.label_word or [])
+    if choice.multi_label and words:
+        # Training re-reads single-label completions only, so words here would be silently lost on label sets.
+        raise NeogenError("--label-word is for single-label data; for label sets give the words at training time, "
+                          "data.label_words={...} in the recipe")
     if choice.multi_label:
         codec: LabelCodec | MultiLabelCodec = MultiLabelCodec.fit(
-            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty, words=words)
+            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty)
     else:
         codec = LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from neogen.labels import LabelCodec
+from neogen.errors import DataError
+from neogen.labels import LabelCodec, word_token
 from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
 from neogen.read import ColumnChoice, Example
@@ -190,6 +191,36 @@ def write_jsonl(path: Path, examples: list[Example], codec: LabelCodec | MultiLa
                 completion = "".join(codec.classes.completions[codec.classes.index(lab)] for lab in ex.labels)
                 row |= {"completion": completion, "labels": list(ex.labels)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def prepared_words(examples: list[Example], tokenizer: Any) -> dict[str, str]:
+    """Label -> completion word that a prepared file (`neogen prepare`) chose for it, so training reproduces it.
+
+    Only rows that carry both a label and a completion count, and only completions that are not just the label;
+    a completion this tokenizer cannot take as one token (prepared for another model) is left to the codec, with
+    a warning. Two completions for one label are an error naming both lines.
+    """
+    seen: dict[str, Example] = {}
+    for ex in examples:
+        if ex.completion is None:
+            continue
+        first = seen.setdefault(ex.label, ex)
+        if first.completion != ex.completion:
+            raise DataError(ex.source, ex.line, f"label {ex.label!r} has completion {ex.completion!r} here and "
+                            f"{first.completion!r} on line {first.line}",
+                            "give each label one completion (re-run neogen prepare)")
+    words = {}
+    for label, ex in seen.items():
+        word = ex.completion.strip()
+        if not word or word == label:
+            continue
+        if word_token(tokenizer, word) is None:
+            logger.warning("%s: completion %r of label %r is not one token of this model's tokenizer (was the file "
+                           "prepared for another model?); the label gets its own completion", ex.source,
+                           ex.completion, label)
+            continue
+        words[label] = word
+    return words
 
 
 def write_prepared(out_dir: Path, splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec,

@@ -295,9 +295,9 @@ def load_examples(
         if require_label and not label:
             raise DataError(path, line, f"no label in column '{choice.label}'",
                             "fill in the label or remove the row")
+        # A prepared row's completion may be a chosen word or alias; training keeps it (prepare.prepared_words).
         completion = record.get("completion") if choice.prompt_completion and "label" in record else None
-        examples.append(Example(text.strip(), label, str(path), line,
-                                completion=None if completion is None else str(completion)))
+        examples.append(Example(text.strip(), label, str(path), line, completion=completion and str(completion)))
     return examples, choice
 
 

@@ -25,10 +25,10 @@ from neogen.calibration import fit_temperature
 from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.imbalance import class_weights, weighted_mean
-from neogen.labels import LabelCodec, word_token
+from neogen.labels import LabelCodec
 from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
 from neogen.multilabel import MultiLabelCodec, multilabel_loss
-from neogen.prepare import clean, data_report, format_report, split
+from neogen.prepare import clean, data_report, format_report, prepared_words, split
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
 from neogen.recipe import DataConfig, Recipe
@@ -77,42 +77,10 @@ def fit_codec(examples: list[Example], tokenizer: Any, recipe: Recipe) -> Codec:
     return LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
 
 
-def prepared_words(examples: list[Example], tokenizer: Any) -> dict[str, str]:
-    """Label -> completion word that a prepared file (`neogen prepare`) chose for it, so training reproduces it.
-
-    Only rows that carry both a label and a completion count, and only completions that are not just the label;
-    a completion this tokenizer cannot take as one token (prepared for another model) is left to the codec, with
-    a warning. Two completions for one label are an error naming both lines.
-    """
-    seen: dict[str, Example] = {}
-    for ex in examples:
-        if ex.completion is None:
-            continue
-        first = seen.setdefault(ex.label, ex)
-        if first.completion != ex.completion:
-            raise DataError(ex.source, ex.line, f"label {ex.label!r} has completion {ex.completion!r} here and "
-                            f"{first.completion!r} on line {first.line}",
-                            "give each label one completion (re-run neogen prepare)")
-    words = {}
-    for label, ex in seen.items():
-        word = str(ex.completion).strip()
-        if not word or word == label:
-            continue
-        if word_token(tokenizer, word) is None:
-            logger.warning("%s: completion %r of label %r is not one token of this model's tokenizer (was the file "
-                           "prepared for another model?); the label gets its own completion", ex.source,
-                           ex.completion, label)
-            continue
-        words[label] = word
-    return words
-
-
 def completion_token_ids(codec: Codec) -> list[int]:
     """Every token the classifier reads its answer from: the label (or label-set) tokens, and yes_no's answers."""
-    ids = list(codec.token_ids)
-    if codec.multi_label and codec.encoding == "yes_no":
-        ids += [t for t in codec.answer_ids if t not in ids]
-    return sorted(ids)
+    answers = codec.answer_ids if codec.multi_label and codec.encoding == "yes_no" else []
+    return sorted({*codec.token_ids, *answers})
 
 
 def check_labels(splits: dict[str, list[Example]], codec: Codec) -> None:

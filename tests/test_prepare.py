@@ -1,7 +1,11 @@
 from collections import Counter
 
+import pytest
+from conftest import write_lines
+
+from neogen.errors import DataError
 from neogen.labels import LabelCodec
-from neogen.prepare import clean, data_report, format_report, split, write_prepared
+from neogen.prepare import clean, data_report, format_report, prepared_words, split, write_prepared
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
 
@@ -59,3 +63,14 @@ def test_report_and_written_files(tmp_path, gpt2_bpe):
     assert [(e.text, e.label) for e in back] == [(e.text, e.label) for e in parts["test"]]
     first = (tmp_path / "train.jsonl").read_text().splitlines()[1]
     assert '"completion": " Math"' in first and first.count("\\n\\n###\\n\\n") == 1
+
+
+def test_a_prepared_file_with_two_completions_for_one_label_names_both_lines(tmp_path):
+    path = write_lines(tmp_path / "train.jsonl", [
+        {"prompt": "a cell\n\n###\n\n", "completion": " biology", "label": "Biology"},
+        {"prompt": "a lens\n\n###\n\n", "completion": " physics", "label": "Physics"},
+        {"prompt": "a gene\n\n###\n\n", "completion": " life", "label": "Biology"}])
+    examples, _ = load_examples(path)
+    with pytest.raises(DataError, match=r"train.jsonl:3: label 'Biology' has completion ' life' here and ' biology' "
+                                        r"on line 1"):
+        prepared_words(examples, None)

@@ -166,18 +166,3 @@ def test_train_label_tokens_moves_only_the_completion_rows(tiny_neo, tmp_path):
     unmerged = Classifier.load(run, merge=False)
     np.testing.assert_allclose(clf.predict_proba(texts).probs, unmerged.predict_proba(texts).probs, atol=1e-5)
 
-
-def test_a_prepared_file_with_two_completions_for_one_label_names_both_lines(tmp_path):
-    from conftest import write_lines
-
-    from neogen.read import load_examples
-    from neogen.train import prepared_words
-
-    path = write_lines(tmp_path / "train.jsonl", [
-        {"prompt": "a cell\n\n###\n\n", "completion": " biology", "label": "Biology"},
-        {"prompt": "a lens\n\n###\n\n", "completion": " physics", "label": "Physics"},
-        {"prompt": "a gene\n\n###\n\n", "completion": " life", "label": "Biology"}])
-    examples, _ = load_examples(path)
-    with pytest.raises(DataError, match=r"train.jsonl:3: label 'Biology' has completion ' life' here and ' biology' "
-                                        r"on line 1"):
-        prepared_words(examples, None)
