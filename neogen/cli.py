@@ -21,7 +21,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from neogen.prepare import clean, data_report, format_report, split, write_prepared
     from neogen.prompt import PromptEncoder
     from neogen.read import load_examples
+    from neogen.train import check_labels
 
+    if args.valid_ratio + args.test_ratio >= 1:
+        raise NeogenError(f"--valid-ratio {args.valid_ratio} + --test-ratio {args.test_ratio} leave no rows for "
+                          "training; give them a sum below 1")
     examples, choice = load_examples(args.input, args.text_column, args.label_column, multi_label=args.multi_label,
                                      label_separator=args.label_separator, allow_empty=args.allow_empty)
     examples, cleaning = clean(examples)
@@ -35,6 +39,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if choice.multi_label:
         codec: LabelCodec | MultiLabelCodec = MultiLabelCodec.fit(
             [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty)
+        check_labels(splits, codec)  # label sets take their codec from train alone, as training will
     else:
         codec = LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
@@ -96,6 +101,16 @@ def cmd_score(args: argparse.Namespace) -> None:
                     f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")
 
 
+def _class_of(codec: Any, label: str, from_completion: bool) -> int:
+    """Class index of a row's label; OpenAI-style rows carry only the completion, which may be an alias."""
+    if from_completion:
+        try:
+            return codec.index_completion(label)
+        except KeyError:
+            pass  # a completion written as the label itself (" Maths" where the run's token is " Math")
+    return codec.index(label)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -110,11 +125,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.calibrate:
             raise NeogenError("--calibrate is for single-label runs; multi-label runs take --tune-thresholds")
         return _eval_multilabel(args, classifier)
-    examples, _ = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
+    examples, choice = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
     y = []
     for ex in examples:
         try:
-            y.append(classifier.codec.index(ex.label))
+            y.append(_class_of(classifier.codec, ex.label, from_completion=choice.prompt_completion
+                               and ex.completion is None))
         except KeyError:
             raise DataError(ex.source, ex.line, f"label {ex.label!r} is not one of the run's labels "
                             f"{classifier.labels}", "evaluate on data with the trained labels") from None
@@ -184,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for train/valid/test.jsonl, labels.json, report.json")
     p.add_argument("--text-column", help="text column (detected when omitted)")
     p.add_argument("--label-column", help="label column (detected when omitted)")
-    p.add_argument("--valid-ratio", type=float, default=0.0, help="share held out for validation (default 0)")
-    p.add_argument("--test-ratio", type=float, default=0.2, help="share held out for testing (default 0.2)")
+    p.add_argument("--valid-ratio", type=_ratio, default=0.0, help="share held out for validation (default 0)")
+    p.add_argument("--test-ratio", type=_ratio, default=0.2, help="share held out for testing (default 0.2)")
     p.add_argument("--shuffle", action="store_true", help="shuffle before splitting (default: last rows are test)")
     p.add_argument("--stratify", action="store_true", help="keep class proportions in every split")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
@@ -249,6 +265,16 @@ def _label_word(value: str) -> tuple[str, str]:
     if not sep or not label.strip() or not word.strip():
         raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=WORD, e.g. NUM=number")
     return label.strip(), word.strip()
+
+
+def _ratio(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = -1.0
+    if not 0 <= ratio < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a share in [0, 1), e.g. 0.2")
+    return ratio
 
 
 def _multilabel_options(p: argparse.ArgumentParser) -> None:

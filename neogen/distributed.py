@@ -79,16 +79,6 @@ def init(w: World) -> None:
     logger.debug("rank %d of %d joined the %s process group", w.rank, w.size, backend)
 
 
-def barrier(w: World) -> None:
-    """Wait until every process gets here."""
-    if not w.distributed:
-        return
-    if dist.get_backend() == "nccl":
-        dist.barrier(device_ids=[w.local_rank])
-    else:
-        dist.barrier()
-
-
 def all_gather(obj: Any, w: World) -> list[Any]:
     """Every process's `obj` (picklable), in rank order; also a barrier."""
     if not w.distributed:

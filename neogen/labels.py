@@ -112,14 +112,16 @@ class LabelCodec:
     separator_ids: list[int]
     tokenizer_fingerprint: str
     version: int = CODEC_VERSION
-    _lookup: dict[str, int] = field(init=False, repr=False, compare=False)
+    _by_label: dict[str, int] = field(init=False, repr=False, compare=False)
+    _by_completion: dict[str, int] = field(init=False, repr=False, compare=False)
 
     multi_label = False
 
     def __post_init__(self) -> None:
-        # Labels and their completion texts both map to the class index (prepared files carry completions).
-        self._lookup = {comp.strip(): i for i, comp in enumerate(self.completions)}
-        self._lookup.update({lab: i for i, lab in enumerate(self.labels)})
+        # Kept apart: a completion may spell another label's prefix (" NUM" serves "NUM:count"), so a label
+        # lookup that fell back to completions would take a stray "NUM" for "NUM:count".
+        self._by_label = {lab: i for i, lab in enumerate(self.labels)}
+        self._by_completion = {comp.strip(): i for i, comp in enumerate(self.completions)}
 
     @classmethod
     def fit(cls, labels: Iterable[str], tokenizer: Any, separator: str = SEPARATOR,
@@ -172,8 +174,12 @@ class LabelCodec:
         return len(self.labels)
 
     def index(self, label: str) -> int:
-        """Class index of a label, also accepting its completion text (' Physics' or an alias)."""
-        return self._lookup[label.strip()]
+        """Class index of a label; KeyError for anything else."""
+        return self._by_label[label.strip()]
+
+    def index_completion(self, completion: str) -> int:
+        """Class index of a completion text (' Physics' or an alias), as OpenAI-style files without labels carry."""
+        return self._by_completion[completion.strip()]
 
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Refuse a tokenizer that would encode the labels or separator differently."""

@@ -177,8 +177,18 @@ def label_probabilities(model: Any, codec: MultiLabelCodec, ids: torch.Tensor,
     mass = torch.exp(torch.logsumexp(class_logits, -1) - torch.logsumexp(logits, -1))  # (B,)
     if codec.encoding == "independent":
         return torch.sigmoid(class_logits), mass
-    membership = torch.as_tensor(codec.membership(), device=ids.device)  # (K, L)
-    return torch.softmax(class_logits, -1) @ membership, mass  # marginal probability of each label
+    return set_marginals(class_logits, codec), mass
+
+
+def set_marginals(class_logits: torch.Tensor, codec: MultiLabelCodec) -> torch.Tensor:
+    """Powerset: (B, K) logits of the label sets -> (B, L) marginal probability of each label.
+
+    In fp32 with autocast off: under bf16 autocast the product would keep about three digits, and summed
+    probabilities can exceed 1 by a rounding step, which threshold tuning and the metrics refuse.
+    """
+    membership = torch.as_tensor(codec.membership(), device=class_logits.device)  # (K, L)
+    with torch.autocast(class_logits.device.type, enabled=False):
+        return (torch.softmax(class_logits.float(), -1) @ membership).clamp(0.0, 1.0)
 
 
 def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor,
@@ -192,8 +202,7 @@ def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask:
     if codec.encoding == "powerset":
         logits = next_token_logits(model, ids, mask)  # (B, V)
         token_ids = torch.tensor(codec.token_ids, device=ids.device)
-        membership = torch.as_tensor(codec.membership(), device=ids.device)  # (K, L)
-        probs = torch.softmax(logits[:, token_ids], -1) @ membership  # (B, L)
+        probs = set_marginals(logits[:, token_ids], codec)  # (B, L)
         if targets.dtype == torch.long:
             return F.cross_entropy(logits, token_ids[targets]), probs
         return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets.float()), probs

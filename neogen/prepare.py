@@ -69,7 +69,10 @@ def split(examples: list[Example], valid_ratio: float = 0.0, test_ratio: float =
     """Train/valid/test splits. Unshuffled, the test rows are the last ones, as in the tutorial's 80/20 split."""
     def cut(items: list[int]) -> dict[str, list[int]]:
         n = len(items)
-        train_end, valid_end = int(n * (1 - valid_ratio - test_ratio)), int(n * (1 - test_ratio))
+        # At least one training row: a class held out whole (one row, or two at test_ratio 0.5) could never be
+        # predicted, and training would refuse its held-out rows.
+        train_end = max(int(n * (1 - valid_ratio - test_ratio)), min(n, 1))
+        valid_end = max(int(n * (1 - test_ratio)), train_end)
         return {"train": items[:train_end], "valid": items[train_end:valid_end], "test": items[valid_end:]}
 
     rng = random.Random(seed)

@@ -49,8 +49,10 @@ class PromptEncoder:
 def strip_text(text: str, separator: str = SEPARATOR) -> str:
     """The text without surrounding whitespace or a trailing separator (an OpenAI-style prompt is accepted as is)."""
     text = text.strip()
-    if text.endswith(separator.strip()):
-        text = text[: -len(separator.strip())].rstrip()
+    # The separator less its trailing whitespace ("\n\n###"): a text that merely ends in "###" keeps it.
+    end = separator.rstrip()
+    if end.strip() and text.endswith(end):
+        text = text[: -len(end)].rstrip()
     return text
 
 

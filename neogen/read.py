@@ -114,7 +114,7 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is not part of the JSON
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -155,10 +155,16 @@ def detect_columns(
     if not records:
         raise DataError(path, None, "no rows", "the file needs a header and at least one data row")
     columns = list(records[0][1].keys())
-    for name, given in (("text", text_column), ("label", label_column)):
+    # "toxic,obscene,insult" names one 0/1 column per label (a column of that exact name wins).
+    named = tuple(c.strip() for c in label_column.split(LABEL_JOIN)) \
+        if label_column and label_column not in columns and LABEL_JOIN in label_column else ()
+    for name, given in (("text", text_column), *(("label", c) for c in named or (label_column,))):
         if given is not None and given not in columns:
             raise DataError(path, records[0][0], f"no {name} column '{given}'; columns are {columns}",
                             f"set the {name} column to one of {columns}")
+    if named and multi_label is False:
+        raise DataError(path, None, f"label columns {list(named)} name one 0/1 column per label, which is "
+                        "multi-label data", "name a single label column, or drop data.multi_label=false")
     if text_column is None and label_column is None and {"prompt", "completion"} <= set(columns):
         # Prepared multi-label files carry the label set as a list under "labels".
         multi = multi_label is not False and "labels" in columns
@@ -168,15 +174,28 @@ def detect_columns(
     stats = {c: _column_stats([r.get(c) for _, r in records]) for c in columns}
     reasons = []
     if text_column is None:
-        candidates = [c for c in columns if c != label_column and not stats[c]["lists"]]
+        candidates = [c for c in columns if c != label_column and c not in named and not stats[c]["lists"]]
         if not candidates:
             raise DataError(path, None, "no column left for the text", "name the text column")
         text_column = max(candidates, key=lambda c: (stats[c]["distinct"] > 0.5, stats[c]["mean_len"]))
         s = stats[text_column]
         reasons.append(f"text column '{text_column}': longest values (mean {s['mean_len']:.0f} chars, "
                        f"{s['distinct']:.0%} distinct)")
+    if named:
+        reasons.append(f"multi-label: one 0/1 column per label ({list(named)})")
+        return ColumnChoice(text_column, LABEL_JOIN.join(named), "; ".join(reasons), multi_label=True,
+                            label_columns=named)
     if label_column is None and multi_label is not False:
         binary = [c for c in columns if c != text_column and _is_binary([r.get(c) for _, r in records])]
+        # A column of few repeated values beside the 0/1 ones may be the real label, the flags mere metadata
+        # (`text,label,verified,has_url`): a guess either way could train on the wrong target, so ask.
+        rival = [c for c in columns if c != text_column and c not in binary and stats[c]["n_distinct"] >= 2
+                 and (stats[c]["lists"] or stats[c]["distinct"] <= 0.5)]
+        if len(binary) >= 2 and rival:
+            raise DataError(path, None, f"column '{rival[0]}' and the 0/1 columns {binary} could each hold the "
+                            "labels", f"name them: data.label_column={rival[0]} (--label-column for prepare, eval) "
+                            f"for one label per row, or data.label_column={LABEL_JOIN.join(binary)} for one 0/1 "
+                            "column per label")
         if len(binary) >= 2:
             reasons.append(f"multi-label: {len(binary)} columns hold only 0/1 values, one per label ({binary[:6]}"
                            f"{' ...' if len(binary) > 6 else ''})")

@@ -70,7 +70,8 @@ class DataConfig:
     valid: str | None = doc("validation file; null splits valid_ratio off the training file", None)
     test: str | None = doc("test file; null splits test_ratio off the training file", None)
     text_column: str | None = doc("column holding the text; null detects it", None)
-    label_column: str | None = doc("column holding the label; null detects it", None)
+    label_column: str | None = doc("column holding the label, or one 0/1 column per label joined by ',' "
+                                   "(toxic,obscene,insult); null detects it", None)
     valid_ratio: float = doc("share of the training file held out for validation when no valid file is given", 0.0)
     test_ratio: float = doc("share of the training file held out for testing when no test file is given", 0.0)
     shuffle: bool = doc("shuffle before splitting (false: the last rows are held out, as in the tutorial)", False)

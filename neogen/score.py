@@ -49,14 +49,18 @@ class ScoreStats:
 
 
 def _text_of(record: Any, text_field: str) -> str:
-    """The text to classify, from `text_field` or, failing that, an OpenAI-style `prompt` (separator and all)."""
+    """The text to classify, from `text_field`; with the default field, an OpenAI-style `prompt` serves too.
+
+    A field the user named is never replaced by another: a line without it is malformed, not scored on other text.
+    """
     if not isinstance(record, dict):
         raise ValueError("line is not a JSON object")
-    value = record.get(text_field, record.get("prompt"))
-    if value is None:
+    field = "prompt" if text_field == "text" and "text" not in record and "prompt" in record else text_field
+    if field not in record:
         raise KeyError(f"no '{text_field}' field (keys: {sorted(record)[:8]})")
+    value = record[field]
     if not isinstance(value, str):
-        raise TypeError(f"'{text_field}' is {type(value).__name__}, not a string")
+        raise TypeError(f"'{field}' is {'null' if value is None else type(value).__name__}, not a string")
     return value
 
 
@@ -97,8 +101,10 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
             line, bad = raw.decode("utf-8"), None
         except UnicodeDecodeError as e:
             line, bad = raw.decode("utf-8", "replace"), f"not UTF-8 ({e.reason} at byte {e.start})"
+        if number == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
         if not line.strip():
-            continue
+            continue  # JSONL's blank lines hold no record
         stats.read += 1
         try:
             if bad:
@@ -107,7 +113,7 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
             texts.append(_text_of(record, text_field))
             records.append(record)
         except (ValueError, KeyError, TypeError) as e:
-            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e).strip("'\"")
+            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e.args[0]) if e.args else str(e)
             if not rejecting:
                 raise DataError(name, number, reason, fix) from None
             rejected.append(json.dumps({"line": number, "error": reason, "raw": line.rstrip("\r\n")},
@@ -136,6 +142,11 @@ def write(f: IO[Any], text: str) -> int:
 
 def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: World) -> None:
     """Refuse what cannot work before a model is loaded: clear errors, each with its fix."""
+    if src != "-" and not Path(src).is_file():
+        raise NeogenError(f"input {src} is not a file (fix: check the path, or give '-' to read stdin)")
+    for what, path in (("output", dst), ("rejects", rejects)):
+        if path and path != "-" and not Path(path).resolve().parent.is_dir():
+            raise NeogenError(f"the {what} file's folder {Path(path).parent} does not exist (fix: create it first)")
     files = [p for p in (src, dst, rejects) if p and p != "-"]
     if len({os.path.realpath(p) for p in files}) < len(files):
         raise NeogenError(f"input, output and rejects must be different files, got {src}, {dst}, {rejects} "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -91,7 +90,8 @@ def check_labels(splits: dict[str, list[Example]], codec: Codec) -> None:
             unknown = sorted(set(ex.labels) - known) if ex.multi_label else [] if ex.label in known else [ex.label]
             if unknown:
                 raise DataError(ex.source, ex.line, f"label {unknown[0]!r} in the {name} split is not in the "
-                                f"training labels {codec.labels}", "add training rows with this label or fix the label")
+                                f"training labels {codec.labels}", "add training rows with this label, split "
+                                "with data.stratify=true (--stratify for prepare), or fix the label")
 
 
 def targets(examples: list[Example], codec: Codec, training: bool) -> list[Any]:
@@ -208,11 +208,8 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     run_dir = Path(recipe.output_dir)
     main = distributed.world().is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
     resume_from = resume_point(run_dir, recipe) if resume else None
-    earlier = checkpoints(run_dir) if resume_from is None and main else []
-    if earlier:
-        logger.warning("%s holds checkpoints of an earlier run (newest: %s); this run starts afresh and its "
-                       "checkpoints join them (remove the folder to keep them apart). To continue that run instead, "
-                       "add --resume (train(..., resume=True))", run_dir / CHECKPOINTS_DIR, earlier[-1].name)
+    if resume_from is None:
+        _clear_earlier_run(run_dir, main)
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)
     device = default_device()
@@ -259,7 +256,6 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
 
     has_valid = bool(splits["valid"])
     t = recipe.train
-    steps_per_epoch = math.ceil(len(splits["train"]) / (t.batch_size * t.grad_accum))
     strategy = "steps" if t.eval_steps else "epoch"
     save_strategy = "steps" if t.eval_steps or t.save_steps else "epoch"
     args = TrainingArguments(
@@ -280,7 +276,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         eval_strategy=strategy if has_valid else "no",
         eval_steps=t.eval_steps,
         save_strategy=save_strategy,
-        save_steps=t.save_steps or t.eval_steps or steps_per_epoch,
+        save_steps=t.save_steps or t.eval_steps or 500,  # read only with save_strategy "steps" (500: its default)
         save_total_limit=2,  # with load_best_model_at_end: the best and the last checkpoint
         load_best_model_at_end=has_valid,
         metric_for_best_model="log_loss" if has_valid else None,
@@ -358,6 +354,29 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         logger.info("%s split:\n%s", name, format_metrics(metrics))
     (run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir
+
+
+def _clear_earlier_run(run_dir: Path, main: bool) -> None:
+    """Make room for a fresh run in a run directory an earlier run used.
+
+    Checkpoints left beside a new run's would be taken for its own: the newest by step number goes into `last/`,
+    survives checkpoint rotation in place of the new run's, and is what --resume would pick. An unfinished run's
+    checkpoints may hold hours of training, so they are never deleted unasked; a finished run (results.json) has
+    delivered its adapter, which this run replaces anyway, so its checkpoints go.
+    """
+    earlier = checkpoints(run_dir)
+    if earlier and not (run_dir / RESULTS_FILE).is_file():
+        raise NeogenError(f"{run_dir / CHECKPOINTS_DIR} holds checkpoints of an unfinished run (newest: "
+                          f"{earlier[-1].name}) (fix: add --resume (train(..., resume=True)) to continue it, or "
+                          f"delete {run_dir / CHECKPOINTS_DIR} or pick another output_dir to start afresh)")
+    if not main:
+        return
+    if earlier:
+        logger.warning("%s: removing the finished earlier run's checkpoints (newest: %s); this run replaces it",
+                       run_dir, earlier[-1].name)
+        shutil.rmtree(run_dir / CHECKPOINTS_DIR)
+    # Unlinked before training starts, so that a run stopped midway is never taken for a finished one.
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
 
 
 def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:

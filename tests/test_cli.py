@@ -147,3 +147,34 @@ def test_overrides_may_follow_the_resume_flag():
         parse_args(["train", "r.yaml", "--resume", "--bogus"])
     with pytest.raises(SystemExit):
         parse_args(["classify", "run", "text", "--bogus"])
+
+
+def test_eval_reads_openai_rows_by_their_completion(cli_run):
+    """Rows with no label field name the completion (an alias or word); a label the run lacks is one clear line."""
+    test = [json.loads(line) for line in (cli_run / "prepared" / "test.jsonl").read_text().splitlines()]
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in test]
+    assert {r["completion"] for r in rows} >= {" Math", " physics"}
+    (cli_run / "openai.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    neogen("eval", str(cli_run / "run"), str(cli_run / "openai.jsonl"), "--out", str(cli_run / "eval-openai"))
+    by_completion = json.loads((cli_run / "eval-openai" / "metrics.json").read_text())
+    by_label = json.loads((cli_run / "run" / "eval" / "test" / "metrics.json").read_text())
+    assert by_completion["accuracy"] == by_label["accuracy"] and by_completion["n"] == len(rows)
+    (cli_run / "coarse.csv").write_text("text,label\nwhat is a lens,Math\nwhat is a cell,Biology\n")
+    bad = neogen("eval", str(cli_run / "run"), str(cli_run / "coarse.csv"), check=False)
+    assert bad.returncode == 2 and "coarse.csv:2: label 'Math' is not one of the run's labels" in bad.stderr
+
+
+def test_prepare_refuses_bad_ratios_and_held_out_labels_it_cannot_write(tiny_neo, tmp_path, capsys):
+    from neogen.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "x.csv", "--out", str(tmp_path), "--test-ratio", "1.5"])
+    assert "'1.5': expected a share in [0, 1)" in capsys.readouterr().err
+    assert main(["prepare", "x.csv", "--out", str(tmp_path), "--test-ratio", "0.6", "--valid-ratio", "0.4"]) == 2
+    assert "leave no rows for training" in capsys.readouterr().err
+    rows = [(f"post {i}: calm and happy", "joy;love" if i % 2 else "joy") for i in range(16)]
+    csv = write_csv(tmp_path / "ml.csv", [*rows, ("post 16: furious", "anger;joy")], header=("post", "emotions"))
+    assert main(["prepare", str(csv), "--out", str(tmp_path / "prepared"), "--model", tiny_neo,
+                 "--test-ratio", "0.2", "--label-separator", ";"]) == 2
+    err = capsys.readouterr().err
+    assert "ml.csv:18: label 'anger' in the test split is not in the training labels" in err and "stratify" in err

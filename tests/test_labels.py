@@ -21,7 +21,7 @@ def test_student_question_subjects_on_gpt_neo(gpt2_bpe):
     codec = LabelCodec.fit(["Biology", "Chemistry", "Maths", "Physics"], gpt2_bpe)
     assert codec.aliases == {"Maths": " Math"}
     assert codec.token_ids[2] == 16320
-    assert codec.index("Maths") == codec.index(" Math") == 2
+    assert codec.index("Maths") == codec.index_completion(" Math") == 2
 
 
 def test_multi_token_label_gets_deterministic_single_token_alias(gpt2_bpe):
@@ -34,7 +34,7 @@ def test_multi_token_label_gets_deterministic_single_token_alias(gpt2_bpe):
     assert len(gpt2_bpe(alias, add_special_tokens=False)["input_ids"]) == 1
     assert len(set(codec.token_ids)) == 4
     assert LabelCodec.fit(list(reversed(labels)), gpt2_bpe) == codec
-    assert codec.index("Sci/Tech") == codec.index(" Sci")
+    assert codec.index("Sci/Tech") == codec.index_completion(" Sci")
 
 
 def test_labels_sharing_a_first_token_get_distinct_aliases(gpt2_bpe):
@@ -87,7 +87,7 @@ def test_label_words_become_the_completions(gpt2_bpe):
     words = {"HUM": "person", "LOC": "place", "NUM": " number "}  # surrounding spaces are not part of the word
     codec = LabelCodec.fit(labels, gpt2_bpe, words=words)
     assert [codec.completions[codec.index(lab)] for lab in words] == [" person", " place", " number"]
-    assert codec.index("number") == codec.index("NUM") == 5  # a prepared file's completion maps back to the label
+    assert codec.index_completion("number") == codec.index("NUM") == 5  # an OpenAI row names the completion
     assert LabelCodec.from_dict(json.loads(json.dumps(codec.to_dict()))) == codec
     assert codec.aliases["NUM"] == " number"
 
@@ -114,3 +114,12 @@ def test_hierarchical_labels_take_their_later_words(gpt2_bpe):
                            gpt2_bpe)
     assert codec.aliases == {"NUM:code": " NUM", "NUM:date": " date", "NUM:money": " money", "LOC:city": " LOC",
                              "LOC:country": " country", "not_spam": " not"}
+
+
+def test_a_label_lookup_never_falls_back_to_another_labels_completion(gpt2_bpe):
+    codec = LabelCodec.fit(["NUM:code", "NUM:date", "LOC:city"], gpt2_bpe)
+    assert codec.aliases["NUM:code"] == " NUM"
+    with pytest.raises(KeyError):
+        codec.index("NUM")  # a coarse label is not one of these fine ones, whatever the completions spell
+    assert codec.index("NUM:code") == codec.labels.index("NUM:code")
+    assert codec.index_completion(" NUM") == codec.index("NUM:code")  # OpenAI-style rows name the completion

@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from neogen.errors import NeogenError
-from neogen.multilabel import NO_LABEL, MultiLabelCodec, label_probabilities, load_codec, multilabel_loss
+from neogen.multilabel import (
+    NO_LABEL,
+    MultiLabelCodec,
+    label_probabilities,
+    load_codec,
+    multilabel_loss,
+    set_marginals,
+)
 
 SETS = [("anger",), ("joy", "anger"), ("fear",), ("joy",), ("fear", "joy"), ("anger",)]
 
@@ -151,3 +158,19 @@ def test_balanced_positive_weights_train_and_are_recorded(tiny_neo, tmp_path):
         positives = sum(label in labels.split(";") for _, labels in train_rows)
         assert weight == pytest.approx((len(train_rows) - positives) / positives, rel=1e-6)
     assert results["valid"]["n"] == 6
+
+
+def test_a_powerset_label_alone_is_not_the_set_whose_completion_it_spells(gpt2_bpe):
+    codec = MultiLabelCodec.fit([("anger", "joy"), ("joy",), ("joy", "love")], gpt2_bpe, "powerset")
+    assert codec.classes.completions[0] == " anger"  # the set "anger,joy" takes its first label's token
+    assert codec.class_index(("anger",)) is None  # unseen as a set: not class 0
+
+
+def test_powerset_marginals_stay_fp32_and_within_0_1_under_autocast(gpt2_bpe):
+    codec = MultiLabelCodec.fit([("a", "b"), ("a",), ("a", "c")], gpt2_bpe, "powerset")  # "a" is in every set
+    logits = torch.randn(64, len(codec.classes), generator=torch.Generator().manual_seed(0)) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        marginals = set_marginals(logits, codec)
+    assert marginals.dtype == torch.float32 and marginals.max() <= 1.0 and marginals.min() >= 0.0
+    expected = torch.softmax(logits.double(), -1) @ torch.as_tensor(codec.membership()).double()
+    torch.testing.assert_close(marginals.double(), expected.clamp(0, 1), rtol=1e-6, atol=1e-6)

@@ -43,6 +43,15 @@ def test_shuffled_and_stratified_splits_are_seeded():
     assert sorted(lines) == [e.line for e in rows]
 
 
+def test_stratified_splits_keep_every_class_in_train():
+    rows = [ex(i, "a" if i < 20 else "b" if i < 30 else "c") for i in range(31)]  # "c": one row
+    parts = split(rows, 0.1, 0.2, stratify=True, seed=0)
+    assert Counter(e.label for e in parts["train"]) == {"a": 14, "b": 7, "c": 1}
+    assert sum(map(len, parts.values())) == 31
+    two = split([ex(0, "a"), ex(1, "a"), ex(2, "b"), ex(3, "b")], 0.0, 0.5, stratify=True)
+    assert Counter(e.label for e in two["train"]) == Counter(e.label for e in two["test"]) == {"a": 1, "b": 1}
+
+
 def test_report_and_written_files(tmp_path, gpt2_bpe):
     rows = [ex(i, "Maths" if i % 3 else "Physics", text=f"question {i} \n\n###\n\n tail" if i == 4 else None)
             for i in range(30)]

@@ -1,4 +1,4 @@
-from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text, special_prefix
+from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text, special_prefix, strip_text
 
 
 def test_separator_ids_on_real_gpt2_bpe(gpt2_bpe):
@@ -45,3 +45,9 @@ def test_an_openai_prompt_is_not_given_a_second_separator(gpt2_bpe):
     enc = PromptEncoder(gpt2_bpe, max_length=64)
     assert enc(["Why is the sky blue?\n\n###\n\n"]) == enc(["Why is the sky blue?"])
     assert prompt_text(prompt_text("Why?")) == prompt_text("Why?")
+
+
+def test_only_a_trailing_separator_is_stripped():
+    assert strip_text("Which answer? C###") == "Which answer? C###"
+    assert strip_text("Which answer? C\n###") == "Which answer? C\n###"
+    assert strip_text("Which answer? C \n\n###\n\n") == "Which answer? C"

@@ -144,3 +144,30 @@ def test_multi_label_true_reads_single_values_as_one_label_sets(tmp_path):
     rows = [(f"text number {i}", "x" if i % 2 else "y") for i in range(4)]
     examples, choice = load_examples(write_csv(tmp_path / "d.csv", rows), multi_label=True)
     assert choice.multi_label and [ex.labels for ex in examples] == [("y",), ("x",), ("y",), ("x",)]
+
+
+def test_flag_columns_beside_a_label_column_are_not_taken_for_labels(tmp_path):
+    rows = [(f"question number {i} about the physics of things", "Physics" if i % 2 else "Maths",
+             str(i % 2), str(i // 3 % 2)) for i in range(12)]
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,verified,has_url\n" + "".join(",".join(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"d.csv: column 'label' and the 0/1 columns \['verified', 'has_url'\] "
+                                        r"could each hold the labels.*data.label_column=label .*"
+                                        r"data.label_column=verified,has_url"):
+        load_examples(path)
+    examples, choice = load_examples(path, label_column="label")
+    assert not choice.multi_label and examples[1].label == "Physics"
+    examples, choice = load_examples(path, label_column="verified,has_url", allow_empty=True)
+    assert choice.label_columns == ("verified", "has_url") and examples[1].labels == ("verified",)
+    with pytest.raises(DataError, match=r"no label column 'has_link'"):
+        load_examples(path, label_column="verified,has_link")
+    with pytest.raises(DataError, match=r"multi-label data"):
+        load_examples(path, label_column="verified,has_url", multi_label=False)
+
+
+def test_jsonl_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "a", "label": "x"}).encode() + b"\n"
+                     + json.dumps({"text": "b", "label": "y"}).encode() + b"\n")
+    examples, _ = load_examples(path)
+    assert [(e.text, e.label, e.line) for e in examples] == [("a", "x", 1), ("b", "y", 2)]

@@ -5,8 +5,8 @@ import pytest
 from conftest import write_lines
 
 from neogen.classify import Classifier
-from neogen.errors import DataError
-from neogen.score import score_jsonl
+from neogen.errors import DataError, NeogenError
+from neogen.score import check_options, score_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,41 @@ def test_every_line_comes_back_in_order_with_scores(clf, tmp_path):
 
 
 def test_prompt_field_and_custom_field(clf, tmp_path):
-    src = write_lines(tmp_path / "in.jsonl", [{"prompt": "lens\n\n###\n\n"}, {"body": "lens"}])
-    score_jsonl(clf, str(src), str(tmp_path / "a.jsonl"), text_field="body", rejects=str(tmp_path / "rej.jsonl"),
-                progress=False)
+    src = write_lines(tmp_path / "in.jsonl", [{"prompt": "lens\n\n###\n\n"}, {"text": "lens"}, {"body": "lens"}])
+    score_jsonl(clf, str(src), str(tmp_path / "a.jsonl"), rejects=str(tmp_path / "rej.jsonl"), progress=False)
     a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert a[0]["scores"] == pytest.approx(a[1]["scores"], abs=1e-6)
+    assert len(a) == 2 and a[0]["scores"] == pytest.approx(a[1]["scores"], abs=1e-6)  # an OpenAI prompt serves
+    # A field the user names is never swapped for another: the prompt-only line is malformed, not scored.
+    stats = score_jsonl(clf, str(src), str(tmp_path / "b.jsonl"), text_field="body",
+                        rejects=str(tmp_path / "rej.jsonl"), progress=False)
+    assert (stats.scored, stats.rejected) == (1, 2)
+    rejected = [json.loads(line) for line in (tmp_path / "rej.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [1, 2] and "no 'body' field" in rejected[0]["error"]
+    b = json.loads((tmp_path / "b.jsonl").read_text())
+    assert b["scores"] == pytest.approx(a[1]["scores"], abs=1e-6)
+
+
+def test_null_text_bom_and_blank_lines(clf, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b'{"text": "lens"}\n\n   \n{"text": null}\n{"text": "lens"}\n')
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), rejects=str(tmp_path / "rej.jsonl"),
+                        progress=False)
+    assert (stats.read, stats.scored, stats.rejected) == (3, 2, 1)  # blank lines hold no record
+    assert json.loads((tmp_path / "rej.jsonl").read_text())["error"] == "'text' is null, not a string"
+
+
+def test_missing_input_or_output_folder_is_refused_before_loading(tmp_path):
+    from neogen.distributed import World
+
+    world = World(rank=0, size=1, local_rank=0)
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "a"}])
+    with pytest.raises(NeogenError, match=r"input .*missing.jsonl is not a file"):
+        check_options(str(tmp_path / "missing.jsonl"), str(tmp_path / "out.jsonl"), None, False, world)
+    with pytest.raises(NeogenError, match=r"the output file's folder .*nowhere does not exist"):
+        check_options(str(src), str(tmp_path / "nowhere" / "out.jsonl"), None, False, world)
+    with pytest.raises(NeogenError, match=r"the rejects file's folder"):
+        check_options(str(src), "-", str(tmp_path / "nowhere" / "rej.jsonl"), False, world)
+    check_options(str(src), str(tmp_path / "out.jsonl"), None, False, world)
 
 
 def test_malformed_line_stops_with_file_and_line(clf, tmp_path):

@@ -8,6 +8,7 @@ the checkpoint left them.
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,13 +166,26 @@ def test_cli_resume_without_a_checkpoint_is_one_clear_line(tiny_neo, tmp_path):
     assert "error: nothing to resume" in proc.stderr and "leaving out --resume" in proc.stderr
 
 
-def test_a_fresh_run_into_a_dir_with_checkpoints_points_at_resume(tiny_neo, interrupted, caplog):
+def test_a_fresh_run_refuses_an_unfinished_runs_checkpoints(tiny_neo, interrupted, tmp_path):
     data_dir, run = interrupted
-    recipe = resume_recipe(tiny_neo, data_dir, run)
-    recipe.data.train = str(data_dir / "missing.csv")  # stops the run right after the warning
-    with caplog.at_level(logging.WARNING, logger="neogen.train"), pytest.raises(NeogenError):
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "results.json").unlink(missing_ok=True)  # as the run was before it was resumed to the end
+    with pytest.raises(NeogenError, match=r"holds checkpoints of an unfinished run \(newest: checkpoint-\d+\).*"
+                                          r"add --resume.*or delete .*checkpoints"):
+        train(resume_recipe(tiny_neo, data_dir, copy))
+    assert checkpoints(copy)  # nothing deleted
+
+
+def test_a_fresh_run_replaces_a_finished_runs_checkpoints(tiny_neo, interrupted, tmp_path, caplog):
+    data_dir, run = interrupted
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "results.json").write_text("{}")  # finished
+    recipe = resume_recipe(tiny_neo, data_dir, copy)
+    recipe.data.train = str(data_dir / "missing.csv")  # stops the run once the directory is cleared
+    with caplog.at_level(logging.WARNING, logger="neogen.train"), pytest.raises(NeogenError, match=r"missing\.csv"):
         train(recipe)
-    assert "holds checkpoints of an earlier run" in caplog.text and "--resume" in caplog.text
+    assert "removing the finished earlier run's checkpoints" in caplog.text
+    assert not checkpoints(copy) and not (copy / "results.json").exists()
 
 
 def test_save_steps_must_fit_validation(tiny_neo, tmp_path):
