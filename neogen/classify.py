@@ -59,8 +59,8 @@ class Classifier:
         self.encoder = PromptEncoder(tokenizer, max_length, codec.separator)
         self.precision = precision
         self.batch_size = batch_size
-        # A token budget keeps batches of long prompts from using much more memory than batches of short ones.
-        self.max_batch_tokens = max_batch_tokens or batch_size * max_length
+        # An optional cap on padded tokens per batch, for long prompts whose batches would not fit in memory.
+        self.max_batch_tokens = max_batch_tokens
         self.device = next(model.parameters()).device
         self._label_ids = torch.tensor(codec.token_ids, dtype=torch.long, device=self.device)
 
@@ -104,9 +104,12 @@ class Classifier:
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
         for i in order:
-            if batches and len(batches[-1]) < self.batch_size and \
-                    (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= self.max_batch_tokens:
-                batches[-1].append(i)
+            last = batches[-1] if batches else []
+            # Rows come longest first, so a batch's padded size is its first row's length times its rows.
+            fits = 0 < len(last) < self.batch_size and (
+                self.max_batch_tokens is None or (len(last) + 1) * lengths[last[0]] <= self.max_batch_tokens)
+            if fits:
+                last.append(i)
             else:
                 batches.append([i])
         return batches
@@ -119,9 +122,9 @@ class Classifier:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def predict_proba(self, texts: list[str], progress: bool = False) -> ScoreBatch:
-        """Class probabilities and label-token mass for a list of texts, in their order."""
-        prompts = self.encoder(list(texts))
+    def predict_proba(self, texts: str | list[str], progress: bool = False) -> ScoreBatch:
+        """Class probabilities and label-token mass for a list of texts, in their order (one text: one row)."""
+        prompts = self.encoder([texts] if isinstance(texts, str) else list(texts))
         probs = np.zeros((len(prompts), len(self.codec)), dtype=np.float64)
         mass: np.ndarray | None = np.zeros(len(prompts), dtype=np.float64)
         batches = self._batches([len(p) for p in prompts])

@@ -42,8 +42,8 @@ def class_weights(examples: list[Example], codec: LabelCodec | MultiLabelCodec,
     elif codec.multi_label:
         positives = Counter(label for ex in examples for label in ex.labels)
         n = len(examples)
-        # A label with no positive in training has no positive term to weigh: leave it at 1.
-        weights = torch.tensor([(n - positives[lab]) / positives[lab] if positives[lab] else 1.0
+        # A label with no positive (or no negative) in training has nothing to balance: leave it at 1, not 0.
+        weights = torch.tensor([(n - positives[lab]) / positives[lab] if 0 < positives[lab] < n else 1.0
                                 for lab in codec.labels])
     else:
         counts = Counter(ex.label for ex in examples)

@@ -31,7 +31,7 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-for _arch in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2"):
+for _arch in ("mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2"):
     LORA_TARGETS[_arch] = LORA_TARGETS["llama"]
 
 
@@ -63,6 +63,14 @@ def resolve(name: str) -> ModelSource:
     if name.startswith((".", "/", "~")):
         raise NeogenError(f"model directory not found: {name}")
     return ModelSource(name)  # a Hub id, e.g. EleutherAI/gpt-neo-125m
+
+
+def pinned_name(name: str) -> str:
+    """A model name that means the same from any folder: an existing local dir or .gguf file made absolute."""
+    path = Path(name).expanduser()
+    if name != SMOLLM2 and (path.is_dir() or (path.suffix == ".gguf" and path.is_file())):
+        return str(path.resolve())
+    return name
 
 
 def cache_root() -> Path:
@@ -129,7 +137,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    # Not oneDNN's bf16 check: it also says yes where bf16 is emulated on plain AVX512, slower than fp32.
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return "bf16"
     return "fp32"
 
@@ -212,5 +221,11 @@ def cast_for_inference(model: Any, precision: str) -> None:
 
 
 def lora_targets(model: Any) -> list[str] | str:
-    """Default LoRA target modules for the model's architecture ('all-linear' for unknown ones)."""
-    return LORA_TARGETS.get(model.config.model_type, "all-linear")
+    """Default LoRA target modules for the model's architecture ('all-linear' for unknown ones).
+
+    A known architecture whose modules do not all carry the listed names (a variant that fuses q/k/v, as Phi-3
+    does) also gets 'all-linear', rather than LoRA on only the layers whose names happen to match.
+    """
+    targets = LORA_TARGETS.get(model.config.model_type)
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return targets if targets is not None and set(targets) <= names else "all-linear"

@@ -147,8 +147,7 @@ class TrainConfig:
     precision: str = doc("auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16", "auto")
     eval_steps: int | None = doc("validate every N steps; null validates once per epoch", None)
     logging_steps: int = doc("log the training loss every N steps", 10)
-    eval_batch_size: int = doc("most examples per scoring batch (also a budget of eval_batch_size x max_length tokens)",
-                               64)
+    eval_batch_size: int = doc("most examples per scoring batch", 64)
     seed: int = doc("seed of LoRA init, data order and dropout", 0)
     loss: str = doc("single-label loss at the completion position: vocab (cross-entropy over the whole vocabulary, "
                     "the legacy OpenAI recipe; label_mass stays meaningful) or labels (over the label tokens only, "

@@ -1,5 +1,5 @@
 """Batch scoring of JSONL files: every input line comes back with `label`, `scores` and `label_mass` added
-(multi-label runs: `labels`, a list, instead of `label`).
+(multi-label runs: `labels`, a list, instead of `label`); an input field of the same name is kept as `input_<name>`.
 
 Lines are read and scored a chunk at a time, so memory stays flat whatever the file size, and written in input
 order. A malformed line stops the run with its file and line number, or, when a rejects file is given, goes
@@ -124,7 +124,10 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
         batch = classifier.predict_proba(texts)
         masses = [None] * len(records) if batch.label_mass is None else batch.label_mass
         for record, probs, mass in zip(records, batch.probs, masses, strict=True):
-            record.update(classifier.result(probs, mass))
+            result = classifier.result(probs, mass)
+            for key in [k for k in result if k in record]:  # a gold `label` (prepared files) is kept, as input_label
+                record[f"input_{key}"] = record.pop(key)
+            record.update(result)
             out.append(json.dumps(record, ensure_ascii=False) + "\n")
         stats.scored += len(records)
     return "".join(out), "".join(rejected), stats

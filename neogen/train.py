@@ -8,6 +8,7 @@ A run resumes from its newest checkpoint (train(recipe, resume=True)) exactly wh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -25,7 +26,7 @@ from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.imbalance import class_weights, weighted_mean
 from neogen.labels import LabelCodec
-from neogen.models import default_device, load_model, load_tokenizer, lora_targets, resolve_precision
+from neogen.models import default_device, load_model, load_tokenizer, lora_targets, pinned_name, resolve_precision
 from neogen.multilabel import MultiLabelCodec, multilabel_loss
 from neogen.prepare import clean, data_report, format_report, prepared_words, split
 from neogen.prompt import PromptEncoder
@@ -205,6 +206,9 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     from transformers import TrainingArguments, set_seed
 
     recipe.validate()
+    # The saved recipe is how every later load finds the base model: a relative local path would only work from
+    # the folder training ran in.
+    recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=pinned_name(recipe.model.name)))
     run_dir = Path(recipe.output_dir)
     main = distributed.world().is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
     resume_from = resume_point(run_dir, recipe) if resume else None

@@ -22,6 +22,19 @@ def test_classify_keeps_the_input_shape(clf):
     assert clf.classify([]) == []
 
 
+def test_one_text_is_one_row_of_scores(clf):
+    one, listed = clf.predict_proba(TEXTS[0]), clf.predict_proba(TEXTS[:1])
+    assert one.probs.shape == (1, 4)
+    np.testing.assert_array_equal(one.probs, listed.probs)
+
+
+def test_batches_hold_batch_size_rows_unless_a_token_budget_is_given(clf):
+    lengths = [30, 20, 10, 10, 5]
+    assert [len(b) for b in clf._batches(lengths)] == [2, 2, 1]  # batch_size 2, no budget
+    budgeted = Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=8, max_batch_tokens=45)
+    assert budgeted._batches(lengths) == [[0], [1, 2], [3, 4]]  # 30 alone, 2 x 20 <= 45, 2 x 10 <= 45
+
+
 def test_batching_and_sorting_do_not_change_scores(clf):
     together = clf.predict_proba(TEXTS)
     assert together.probs.shape == (len(TEXTS), 4) and together.label_mass.shape == (len(TEXTS),)

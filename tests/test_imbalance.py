@@ -39,6 +39,10 @@ def test_multilabel_balanced_is_negatives_over_positives(gpt2_bpe, tmp_path):
     for label, w in zip(codec.labels, weights.tolist(), strict=True):
         positives = sum(label in ex.labels for ex in examples)
         assert w == pytest.approx((len(examples) - positives) / positives)
+    everywhere = [Example(ex.text, ex.label, ex.source, ex.line, (*ex.labels, "zz")) for ex in examples]
+    codec = MultiLabelCodec.fit([ex.labels for ex in everywhere], gpt2_bpe, "independent")
+    weights = dict(zip(codec.labels, class_weights(everywhere, codec, "balanced").tolist(), strict=True))
+    assert weights["zz"] == 1.0  # on every row: no negatives to balance against, and never weight 0
     powerset = MultiLabelCodec.fit([ex.labels for ex in examples], gpt2_bpe, "powerset")
     with pytest.raises(ConfigError, match="powerset"):
         class_weights(examples, powerset, "balanced")

@@ -1,10 +1,11 @@
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
 from neogen.errors import NeogenError
-from neogen.models import LORA_TARGETS, SMOLLM2, load_model, lora_targets, materialize, resolve
+from neogen.models import LORA_TARGETS, SMOLLM2, load_model, lora_targets, materialize, pinned_name, resolve
 
 
 def test_resolve_local_dir_hub_id_and_errors(tiny_neo, tmp_path):
@@ -23,6 +24,24 @@ def test_lora_targets_per_architecture(tiny_neo):
     assert lora_targets(model) == LORA_TARGETS["gpt_neo"]
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     assert set(LORA_TARGETS["gpt_neo"]) <= names
+
+
+def test_an_architecture_with_fused_projections_gets_every_linear_layer():
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    config = Phi3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0)
+    model = Phi3ForCausalLM(config)  # qkv_proj and gate_up_proj: Llama's names would miss two of four layers
+    assert lora_targets(model) == "all-linear"
+
+
+def test_local_model_paths_are_pinned_absolute(tiny_neo, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(tiny_neo).parent)
+    assert pinned_name(Path(tiny_neo).name) == str(Path(tiny_neo).resolve())
+    (tmp_path / "m.gguf").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert pinned_name("m.gguf") == str(tmp_path.resolve() / "m.gguf")
+    assert pinned_name(SMOLLM2) == SMOLLM2 and pinned_name("EleutherAI/gpt-neo-125m") == "EleutherAI/gpt-neo-125m"
 
 
 def test_quantization_needs_cuda(tiny_neo):

@@ -82,3 +82,12 @@ def test_rejects_file_keeps_and_counts_bad_lines(clf, tmp_path):
     assert [r["line"] for r in rejected] == [2, 3, 4, 5]
     assert rejected[0]["raw"] == "{not json" and "no 'text' field" in rejected[1]["error"]
     assert [json.loads(line)["text"] for line in (tmp_path / "out.jsonl").read_text().splitlines()] == ["a", "b"]
+
+
+def test_a_gold_label_in_the_input_is_kept_beside_the_prediction(clf, tmp_path):
+    src = write_lines(tmp_path / "in.jsonl", [{"prompt": "lens\n\n###\n\n", "completion": " Physics",
+                                               "label": "Physics"}])
+    score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+    out = json.loads((tmp_path / "out.jsonl").read_text())
+    assert out["input_label"] == "Physics" and out["label"] in clf.labels and set(out["scores"]) == set(clf.labels)
+    assert list(out)[:3] == ["prompt", "completion", "input_label"]
