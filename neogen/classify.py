@@ -100,7 +100,7 @@ class Classifier:
         return self.codec.labels
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indexes grouped into batches of similar length, longest first, within the size and token budget."""
+        """Indexes grouped into batches of similar length, longest first, within batch_size (and the token budget)."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
         for i in order:
