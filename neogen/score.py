@@ -145,11 +145,6 @@ def write(f: IO[Any], text: str) -> int:
 
 def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: World) -> None:
     """Refuse what cannot work before a model is loaded: clear errors, each with its fix."""
-    if src != "-" and not Path(src).is_file():
-        raise NeogenError(f"input {src} is not a file (fix: check the path, or give '-' to read stdin)")
-    for what, path in (("output", dst), ("rejects", rejects)):
-        if path and path != "-" and not Path(path).resolve().parent.is_dir():
-            raise NeogenError(f"the {what} file's folder {Path(path).parent} does not exist (fix: create it first)")
     files = [p for p in (src, dst, rejects) if p and p != "-"]
     if len({os.path.realpath(p) for p in files}) < len(files):
         raise NeogenError(f"input, output and rejects must be different files, got {src}, {dst}, {rejects} "
@@ -163,6 +158,12 @@ def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: 
     if world.distributed and resume:
         raise NeogenError(f"--resume works with one process, not under torchrun ({world.size} processes) "
                           "(fix: drop --resume to score from the start, or resume with plain `neogen score`)")
+    # The paths last: a wrong way of running is the first thing to fix.
+    if src != "-" and not Path(src).is_file():
+        raise NeogenError(f"input {src} is not a file (fix: check the path, or give '-' to read stdin)")
+    for what, path in (("output", dst), ("rejects", rejects)):
+        if path and path != "-" and not Path(path).resolve().parent.is_dir():
+            raise NeogenError(f"the {what} file's folder {Path(path).parent} does not exist (fix: create it first)")
 
 
 def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "text", rejects: str | None = None,
