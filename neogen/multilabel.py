@@ -48,6 +48,7 @@ class MultiLabelCodec:
     allow_empty: bool = False
     version: int = MULTI_CODEC_VERSION
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _membership: torch.Tensor | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self._index = {label: i for i, label in enumerate(self.labels)}
@@ -186,7 +187,9 @@ def set_marginals(class_logits: torch.Tensor, codec: MultiLabelCodec) -> torch.T
     In fp32 with autocast off: under bf16 autocast the product would keep about three digits, and summed
     probabilities can exceed 1 by a rounding step, which threshold tuning and the metrics refuse.
     """
-    membership = torch.as_tensor(codec.membership(), device=class_logits.device)  # (K, L)
+    if codec._membership is None or codec._membership.device != class_logits.device:
+        codec._membership = torch.as_tensor(codec.membership(), device=class_logits.device)  # built once, not per batch
+    membership = codec._membership  # (K, L)
     with torch.autocast(class_logits.device.type, enabled=False):
         return (torch.softmax(class_logits.float(), -1) @ membership).clamp(0.0, 1.0)
 
