@@ -3,7 +3,8 @@
   tfidf      TF-IDF word 1-2 grams (sublinear tf) + logistic regression (C=10), scikit-learn.
   head       AutoModelForSequenceClassification on the same base model: LoRA on the same modules plus a trained
              score head over the last token's hidden state (the GPT-2 sequence-classification tutorial's way),
-             the same epochs, batch size, learning rate, max length and precision as neogen's recipe.
+             the same epochs, batch size, learning rate, max length and precision as neogen's recipe, and its
+             `train.class_weight` (a weighted cross-entropy, as neogen weighs its label loss).
   neogen     `neogen train` with the recipe, on the same files.
 
     python bench/quality.py student --json bench/results/quality-student.json
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,28 @@ def tfidf(files: dict[str, Path]) -> dict[str, Any]:
     return {k: metrics[k] for k in KEYS} | {"train_seconds": time.perf_counter() - start}
 
 
+def weighted_loss(train: list[Example], labels: list[str], tokenizer: Any, spec: Any,
+                  grad_accum: int) -> Callable[..., Any] | None:
+    """The head's loss under `train.class_weight` (None, the Trainer's own loss, for `none`): the same weights
+    and weighted mean as neogen's training, so a weighted comparison weighs both methods alike."""
+    if spec == "none":
+        return None
+    import torch
+
+    from neogen.imbalance import class_weights, weighted_mean
+    from neogen.labels import LabelCodec
+
+    codec = LabelCodec.fit(labels, tokenizer)  # its labels are sorted, as `labels` are
+    weights = class_weights(train, codec, spec)
+
+    def loss(outputs: Any, targets: Any, num_items_in_batch: Any = None) -> Any:
+        per_example = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="none")  # (B,)
+        # With a compute_loss_func the Trainer leaves the division by the accumulation steps to it.
+        return weighted_mean(per_example, targets, weights) / grad_accum
+
+    return loss
+
+
 def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: float | None) -> dict[str, Any]:
     """LoRA + a score head on the recipe's base model, trained with the recipe's settings on the Trainer (`lr`, when
     given, replaces the recipe's learning rate)."""
@@ -134,7 +158,8 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
                              train_sampling_strategy="group_by_length", disable_tqdm=True,
                              logging_steps=t.logging_steps)
     trainer = Trainer(model=model, args=args, train_dataset=dataset(train),
-                      data_collator=DataCollatorWithPadding(tokenizer))
+                      data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_loss_func=weighted_loss(train, labels, tokenizer, t.class_weight, t.grad_accum))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
