@@ -125,6 +125,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.calibrate:
             raise NeogenError("--calibrate is for single-label runs; multi-label runs take --tune-thresholds")
         return _eval_multilabel(args, classifier)
+    if args.tune_thresholds:
+        raise NeogenError("--tune-thresholds is for multi-label runs; a single-label run takes the argmax, and "
+                          "--calibrate fits its scores' temperature")
     examples, choice = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
     y = []
     for ex in examples:
@@ -236,10 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="JSONL to score ('-': stdin)")
     p.add_argument("output", help="JSONL to write ('-': stdout); under torchrun, every process scores a share of "
                    "the chunks and rank 0 merges them here")
-    p.add_argument("--text-field", default="text", help="field holding the text (default text; 'prompt' works too)")
+    p.add_argument("--text-field", help="field holding the text (default: text, else an OpenAI-style prompt; a field "
+                   "named here is never swapped for another)")
     p.add_argument("--rejects", help="write malformed lines here and go on, instead of stopping at the first")
-    p.add_argument("--batch-size", type=int, default=None, help="texts per forward pass (default: the recipe's)")
-    p.add_argument("--chunk-size", type=int, default=1024, help="lines read, scored and written at a time")
+    p.add_argument("--batch-size", type=_positive, default=None, help="texts per forward pass (default: the recipe's)")
+    p.add_argument("--chunk-size", type=_positive, default=1024, help="lines read, scored and written at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="go on where an interrupted run into OUTPUT stopped (from OUTPUT.progress.json)")
@@ -265,6 +269,16 @@ def _label_word(value: str) -> tuple[str, str]:
     if not sep or not label.strip() or not word.strip():
         raise argparse.ArgumentTypeError(f"{value!r}: expected LABEL=WORD, e.g. NUM=number")
     return label.strip(), word.strip()
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of at least 1, e.g. 64")
+    return number
 
 
 def _ratio(value: str) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,26 @@ from typing import Any
 import yaml
 
 from neogen.errors import ConfigError
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans, true and false only.
+
+    YAML 1.1 (PyYAML's default) also reads yes/no/on/off as booleans, which would turn the common labels `yes` and
+    `no` into True and False in label_words and class_weight, and train on the completions ` True` / ` False`.
+    """
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe YAML (a file, a saved run's recipe.yaml, or an override's value) with RecipeLoader."""
+    return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def doc(help_text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -103,6 +124,9 @@ class DataConfig:
         empty = sorted(label for label, word in self.label_words.items() if not word.strip())
         if empty:
             out.append(f"data.label_words: no word given for {empty}")
+        if self.label_separator == "":
+            out.append(f"data.label_separator: {self.label_separator!r} separates nothing (in a YAML file, quote "
+                       "a separator such as '|' or ','; null detects it)")
         return out
 
 
@@ -306,6 +330,21 @@ def _coerce(value: Any, f: dataclasses.Field, name: str, problems: list[str]) ->
     return f.default if f.default is not dataclasses.MISSING else None
 
 
+def _override_value(raw: str) -> Any:
+    """An override's value as YAML reads it (numbers, booleans, null, lists, mappings), else the text as typed.
+
+    A one-line value that is not YAML (`,`) or a block-scalar sign alone (`|`, `>`, which YAML reads as an empty
+    string) can only mean the characters themselves: data.label_separator=| and data.label_separator=, say so.
+    """
+    if not raw:
+        return ""
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if value == "" and raw.strip() in ("|", ">", "|-", ">-", "|+", ">+") else value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `dotted.key=value` overrides; values are parsed as YAML (numbers, booleans, null, lists, mappings)."""
     problems = []
@@ -322,7 +361,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 problems.append(f"override '{item}': '{part}' is not a section")
                 break
         else:
-            node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+            node[parts[-1]] = _override_value(raw)
     if problems:
         raise ConfigError(problems, "overrides")
     return data
@@ -335,7 +374,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError([f"recipe file not found: {path}"], source) from None
         except yaml.YAMLError as e:

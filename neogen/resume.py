@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from neogen import distributed
 from neogen.errors import ConfigError, NeogenError
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
 from neogen.read import Example
-from neogen.recipe import Recipe
+from neogen.recipe import Recipe, load_yaml
 from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE
 
 logger = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
     if not path.is_file():
         raise NeogenError(f"cannot resume {run_dir}: {path} is missing, so the checkpoint's recipe is unknown "
                           "(fix: train afresh into a new output_dir)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = load_yaml(path.read_text(encoding="utf-8")) or {}
     try:
         saved = Recipe.from_dict(raw, str(path)).to_dict()  # defaults filled in, as in the recipe given now
     except ConfigError:

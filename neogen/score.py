@@ -48,20 +48,41 @@ class ScoreStats:
         self.rejected += other.rejected
 
 
-def _text_of(record: Any, text_field: str) -> str:
-    """The text to classify, from `text_field`; with the default field, an OpenAI-style `prompt` serves too.
+def _text_of(record: Any, text_field: str | None) -> str:
+    """The text to classify, from `text_field`; when none is named, `text`, else an OpenAI-style `prompt`.
 
-    A field the user named is never replaced by another: a line without it is malformed, not scored on other text.
+    A field the user named (`text` included) is never replaced by another: a line without it is malformed, not
+    scored on other text.
     """
     if not isinstance(record, dict):
         raise ValueError("line is not a JSON object")
-    field = "prompt" if text_field == "text" and "text" not in record and "prompt" in record else text_field
+    field = text_field or ("prompt" if "text" not in record and "prompt" in record else "text")
     if field not in record:
-        raise KeyError(f"no '{text_field}' field (keys: {sorted(record)[:8]})")
+        raise KeyError(f"no '{field}' field (keys: {sorted(record)[:8]})")
     value = record[field]
     if not isinstance(value, str):
         raise TypeError(f"'{field}' is {'null' if value is None else type(value).__name__}, not a string")
     return value
+
+
+def _check_writable(line: str, record: dict[str, Any]) -> None:
+    """Refuse a record UTF-8 cannot write: a JSON escape of a lone UTF-16 surrogate ("\\ud83d", half of an
+    emoji in text cut by a tool that counts UTF-16 units) parses, but neither the tokenizer nor the output file
+    takes it."""
+    if "\\u" not in line:  # valid UTF-8 bytes decode to no surrogate; only an escape makes one
+        return
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the line holds a lone UTF-16 surrogate \\u{ord(e.object[e.start]):04x} (half of a "
+                         "character), which UTF-8 cannot write; remove it or write the whole character") from None
+
+
+def _free_key(record: dict[str, Any], key: str) -> str:
+    """`input_<key>`, or `input_input_<key>` and so on where that is taken too: no input field is overwritten."""
+    while key in record:
+        key = f"input_{key}"
+    return key
 
 
 def input_lines(src: str, offset: int = 0) -> Iterator[bytes]:
@@ -88,7 +109,7 @@ def chunks(lines: Iterable[bytes], size: int, first: int = 1) -> Iterator[list[t
         yield chunk
 
 
-def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: str, text_field: str,
+def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: str, text_field: str | None,
                 rejecting: bool, fix: str) -> tuple[str, str, ScoreStats]:
     """The output lines and the rejects lines of one chunk, and its counts.
 
@@ -110,7 +131,9 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
             if bad:
                 raise ValueError(bad)
             record = json.loads(line)
-            texts.append(_text_of(record, text_field))
+            text = _text_of(record, text_field)
+            _check_writable(line, record)
+            texts.append(text)
             records.append(record)
         except (ValueError, KeyError, TypeError) as e:
             reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e.args[0]) if e.args else str(e)
@@ -126,7 +149,7 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
         for record, probs, mass in zip(records, batch.probs, masses, strict=True):
             result = classifier.result(probs, mass)
             for key in [k for k in result if k in record]:  # a gold `label` (prepared files) is kept, as input_label
-                record[f"input_{key}"] = record.pop(key)
+                record[_free_key(record, f"input_{key}")] = record.pop(key)
             record.update(result)
             out.append(json.dumps(record, ensure_ascii=False) + "\n")
         stats.scored += len(records)
@@ -166,7 +189,7 @@ def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: 
             raise NeogenError(f"the {what} file's folder {Path(path).parent} does not exist (fix: create it first)")
 
 
-def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "text", rejects: str | None = None,
+def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | None = None, rejects: str | None = None,
                 chunk_size: int = 1024, progress: bool = True, resume: bool = False,
                 run_dir: str | Path | None = None, world: World | None = None) -> ScoreStats:
     """Score every line of `src` into `dst` ('-' for stdin/stdout), in input order.
@@ -178,6 +201,8 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "t
     """
     world = world or distributed.world()
     check_options(src, dst, rejects, resume, world)
+    if chunk_size < 1:
+        raise NeogenError(f"chunk_size must be at least 1, got {chunk_size} (fix: e.g. --chunk-size 1024)")
     if world.distributed:
         from neogen.score_shards import score_sharded
 
@@ -188,8 +213,8 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str = "t
     state = None
     if tracked:
         options = {"chunk_size": chunk_size, "batch_size": classifier.batch_size}
-        state = begin(src, dst, rejects, identity(src, run_dir, classifier.labels, text_field, rejects), options,
-                      resume)
+        field = text_field or "text or prompt"
+        state = begin(src, dst, rejects, identity(src, run_dir, classifier.labels, field, rejects), options, resume)
         state.save(sidecar)
     else:
         forget(dst)

@@ -32,7 +32,7 @@ def part_path(target: str, rank: int, size: int) -> Path:
     return Path(f"{target}.part-{rank}-of-{size}")
 
 
-def score_part(classifier: Classifier, src: str, dst: str, text_field: str, rejects: str | None, chunk_size: int,
+def score_part(classifier: Classifier, src: str, dst: str, text_field: str | None, rejects: str | None, chunk_size: int,
                progress: bool, world: World) -> tuple[ScoreStats, Index]:
     """Score this rank's chunks into its part files; on any failure its parts are removed."""
     parts = [part_path(t, world.rank, world.size) for t in (dst, rejects) if t]
@@ -81,7 +81,7 @@ def merge_parts(target: str, column: int, indexes: list[Index]) -> None:
         part.unlink()
 
 
-def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str, rejects: str | None,
+def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str | None, rejects: str | None,
                   chunk_size: int, progress: bool, world: World) -> ScoreStats:
     """Score this rank's share, wait for every rank, and (rank 0) merge; rank 0's counts cover the whole file."""
     distributed.init(world)

@@ -241,6 +241,9 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
             (run_dir / METRICS_FILE).unlink(missing_ok=True)
         else:
             truncate_metrics(run_dir / METRICS_FILE, int(resume_from.name.removeprefix("checkpoint-")))
+            # A resumed run (more epochs after a finished one) that is stopped midway must not look finished: a
+            # later fresh run would take its checkpoints for a finished run's and delete them.
+            (run_dir / RESULTS_FILE).unlink(missing_ok=True)
         # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
         replace_file(run_dir / CODEC_FILE, codec.save)
         replace_file(run_dir / RECIPE_FILE, recipe.save)

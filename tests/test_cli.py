@@ -178,3 +178,21 @@ def test_prepare_refuses_bad_ratios_and_held_out_labels_it_cannot_write(tiny_neo
                  "--test-ratio", "0.2", "--label-separator", ";"]) == 2
     err = capsys.readouterr().err
     assert "ml.csv:18: label 'anger' in the test split is not in the training labels" in err and "stratify" in err
+
+
+def test_eval_refuses_threshold_tuning_on_a_single_label_run(cli_run, capsys):
+    from neogen.cli import main
+
+    assert main(["eval", str(cli_run / "run"), str(cli_run / "prepared" / "test.jsonl"), "--tune-thresholds"]) == 2
+    assert "--tune-thresholds is for multi-label runs" in capsys.readouterr().err
+    assert not (cli_run / "run" / "thresholds.json").exists()
+
+
+def test_score_sizes_must_be_positive(capsys):
+    from neogen.cli import parse_args
+
+    for option in ("--chunk-size", "--batch-size"):
+        with pytest.raises(SystemExit):
+            parse_args(["score", "run", "in.jsonl", "out.jsonl", option, "0"])
+        assert "'0': expected a whole number of at least 1" in capsys.readouterr().err
+    assert parse_args(["score", "run", "in.jsonl", "out.jsonl"]).text_field is None  # text, else prompt

@@ -82,3 +82,25 @@ def test_class_weight_takes_a_word_or_a_mapping_of_numbers():
     assert "weights must be numbers > 0" in str(e.value)
     with pytest.raises(ConfigError, match="'inverse' is not none, balanced or a mapping"):
         load_recipe(None, ["data.train=x.csv", "train.class_weight=inverse"])
+
+
+def test_yes_and_no_stay_words(tmp_path):
+    """YAML 1.1 would read yes/no as booleans and train the labels' words as ' True' / ' False'."""
+    recipe = load_recipe(None, ["data.train=x.csv", "data.label_words={neg: no, pos: yes}",
+                                "train.class_weight={yes: 3, no: 1}", "data.shuffle=true"])
+    assert recipe.data.label_words == {"neg": "no", "pos": "yes"} and recipe.data.shuffle is True
+    assert recipe.train.class_weight == {"yes": 3.0, "no": 1.0}
+    (tmp_path / "r.yaml").write_text("data:\n  train: x.csv\n  label_words: {off: on}\n  stratify: false\n")
+    from_file = load_recipe(tmp_path / "r.yaml")
+    assert from_file.data.label_words == {"off": "on"} and from_file.data.stratify is False
+    recipe.save(tmp_path / "saved.yaml")
+    assert load_recipe(tmp_path / "saved.yaml") == recipe
+
+
+def test_label_separator_overrides_are_the_characters_typed(tmp_path):
+    for sep in ("|", ",", ";", "/"):
+        assert load_recipe(None, ["data.train=x.csv", f"data.label_separator={sep}"]).data.label_separator == sep
+    # In a file YAML reads an unquoted | as an empty block: refused, with the fix, instead of ignored.
+    (tmp_path / "r.yaml").write_text("data:\n  train: x.csv\n  label_separator: |\n")
+    with pytest.raises(ConfigError, match=r"data\.label_separator: '' separates nothing.*quote"):
+        load_recipe(tmp_path / "r.yaml")

@@ -91,3 +91,38 @@ def test_a_gold_label_in_the_input_is_kept_beside_the_prediction(clf, tmp_path):
     out = json.loads((tmp_path / "out.jsonl").read_text())
     assert out["input_label"] == "Physics" and out["label"] in clf.labels and set(out["scores"]) == set(clf.labels)
     assert list(out)[:3] == ["prompt", "completion", "input_label"]
+
+
+def test_scoring_an_already_scored_file_keeps_every_input_field(clf, tmp_path):
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "lens", "label": "Biology", "input_label": "GOLD"}])
+    score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+    out = json.loads((tmp_path / "out.jsonl").read_text())
+    assert (out["input_label"], out["input_input_label"]) == ("GOLD", "Biology") and out["label"] in clf.labels
+
+
+def test_a_named_text_field_never_falls_back_to_prompt(clf, tmp_path):
+    src = write_lines(tmp_path / "in.jsonl", [{"prompt": "lens\n\n###\n\n"}, {"text": "lens"}])
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), text_field="text",
+                        rejects=str(tmp_path / "rej.jsonl"), progress=False)
+    assert (stats.scored, stats.rejected) == (1, 1)
+    assert "no 'text' field" in json.loads((tmp_path / "rej.jsonl").read_text())["error"]
+
+
+def test_a_lone_surrogate_is_a_malformed_line_not_a_crash(clf, tmp_path):
+    # Half an emoji as a JSON escape: it parses, but neither the tokenizer nor a UTF-8 output file takes it.
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "lens"}\n{"text": "broken \\ud83d emoji"}\n{"text": "whole \\ud83d\\ude00 emoji"}\n')
+    with pytest.raises(DataError, match=r"in.jsonl:2: .*lone UTF-16 surrogate \\ud83d"):
+        score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), rejects=str(tmp_path / "rej.jsonl"),
+                        progress=False)
+    assert (stats.read, stats.scored, stats.rejected) == (3, 2, 1)
+    rejected = json.loads((tmp_path / "rej.jsonl").read_text())
+    assert rejected["line"] == 2 and rejected["raw"] == '{"text": "broken \\ud83d emoji"}'
+    assert json.loads((tmp_path / "out.jsonl").read_text().splitlines()[1])["text"] == "whole \U0001f600 emoji"
+
+
+def test_chunk_size_below_one_is_refused(clf, tmp_path):
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "a"}])
+    with pytest.raises(NeogenError, match="chunk_size must be at least 1"):
+        score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), chunk_size=0, progress=False)

@@ -116,6 +116,20 @@ def test_raising_epochs_trains_a_finished_run_longer(tiny_neo, tmp_path, caplog)
     assert "epochs: 2.0" in (run / "recipe.yaml").read_text()
 
 
+def test_a_resumed_run_stopped_midway_is_unfinished_again(tiny_neo, tmp_path):
+    """Training a finished run longer and stopping it: its checkpoints belong to an unfinished run again, so a
+    later run without --resume refuses to delete them instead of taking the old results.json as a finished run."""
+    recipe = resume_recipe(tiny_neo, tmp_path, tmp_path / "run", epochs=1, eval_steps=3, save_steps=3)
+    run = train(recipe)
+    recipe.train.epochs = 2.0
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, resume=True, callbacks=[Interrupt(10)])
+    assert not (run / "results.json").exists() and checkpoints(run)[-1].name == "checkpoint-9"
+    with pytest.raises(NeogenError, match=r"holds checkpoints of an unfinished run \(newest: checkpoint-9\)"):
+        train(recipe)
+    assert checkpoints(run)[-1].name == "checkpoint-9"
+
+
 def test_resume_refuses_a_changed_recipe_listing_every_change(tiny_neo, interrupted):
     data_dir, run = interrupted
     recipe = resume_recipe(tiny_neo, data_dir, run, lr=1e-3, epochs=3, logging_steps=5)
