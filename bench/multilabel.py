@@ -59,12 +59,19 @@ def prepare(train_rows: int, valid_rows: int) -> dict[str, Path]:
     return {name: DATA / f"{name}.jsonl" for name in parts}
 
 
-def load_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return [r["text"] for r in rows], [r["labels"] for r in rows]
+def load_rows(path: Path, deduplicate: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Texts and label sets of a prepared file, read as neogen reads it; with `deduplicate`, without empty and
+    repeated texts, as neogen trains, validates and tests (`neogen eval`, used by `subset`, keeps every row)."""
+    from neogen.prepare import clean
+    from neogen.read import load_examples
+
+    examples, _ = load_examples(path, "text", "labels", multi_label=True)
+    if deduplicate:
+        examples = clean(examples)[0]
+    return [ex.text for ex in examples], [list(ex.labels or ()) for ex in examples]
 
 
-def tfidf(files: dict[str, Path]) -> dict[str, Any]:
+def tfidf(files: dict[str, Path], deduplicate_test: bool = True) -> dict[str, Any]:
     """TF-IDF word 1-2 grams + one logistic regression per label (C=10, class-balanced off), thresholds on valid."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -73,7 +80,7 @@ def tfidf(files: dict[str, Path]) -> dict[str, Any]:
     from neogen.evaluate_multilabel import multilabel_metrics
     from neogen.thresholds import tune_thresholds
 
-    data = {name: load_rows(path) for name, path in files.items()}
+    data = {name: load_rows(path, deduplicate=name != "test" or deduplicate_test) for name, path in files.items()}
     labels = sorted({label for sets in data["train"][1] for label in sets})
 
     def multi_hot(sets: list[list[str]]) -> np.ndarray:
@@ -131,7 +138,7 @@ def subset(files: dict[str, Path], methods: list[str], rows: int) -> dict[str, A
     out: dict[str, Any] = {}
     for method in methods:
         if method == "tfidf":
-            out[method] = tfidf({**files, "test": test})
+            out[method] = tfidf({**files, "test": test}, deduplicate_test=False)
             continue
         run = ROOT / "runs" / f"goemotions-{method}"
         metrics_file = run / "eval" / test.stem / "metrics.json"
@@ -168,7 +175,8 @@ def main() -> None:
         return
     previous = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
     if args.step == "subset":
-        previous[f"first_{args.test_rows}_test_rows"] = subset(files, args.methods.split(","), args.test_rows)
+        key = f"first_{args.test_rows}_test_rows"
+        previous[key] = previous.get(key, {}) | subset(files, args.methods.split(","), args.test_rows)
         if args.json:
             Path(args.json).write_text(json.dumps(previous, indent=2) + "\n")
         return
