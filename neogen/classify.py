@@ -68,7 +68,7 @@ class Classifier:
     def load(cls, run_dir: str | Path, adapter: str = "adapter", device: str | None = None,
              precision: str | None = None, batch_size: int | None = None, merge: bool = True) -> Classifier:
         """Load a run directory: base model + LoRA adapter (merged for speed), tokenizer and label codec."""
-        from peft import PeftModel
+        from peft import PeftModel, prepare_model_for_kbit_training
 
         from neogen.errors import NeogenError
         from neogen.models import cast_for_inference, load_model, load_tokenizer, resolve_precision
@@ -86,6 +86,10 @@ class Classifier:
         calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
+        if recipe.model.quantization:
+            # As training prepared it: the non-quantized weights (embeddings, norms, LM head) in fp32. The adapter
+            # was trained and evaluated on that model, not on one with those weights in bf16.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         model = PeftModel.from_pretrained(model, run_dir / adapter)
         precision = resolve_precision(precision or recipe.train.precision, next(model.parameters()).device)
         if merge and not recipe.model.quantization:

@@ -65,6 +65,16 @@ def device(w: World) -> torch.device:
     return torch.device("cuda", w.local_rank)
 
 
+def check_single_process_devices(w: World) -> None:
+    """Refuse a single process that would see several GPUs: the Trainer would wrap the model in DataParallel and
+    multiply the recipe's batch by the GPU count (and DataParallel cannot split the yes_no encoding's cache)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not w.distributed and count > 1:
+        raise NeogenError(f"this process sees {count} GPUs; neogen trains on several GPUs with one process each "
+                          f"(fix: torchrun --nproc_per_node {count} -m neogen.cli train ..., or "
+                          "CUDA_VISIBLE_DEVICES=0 for one GPU)")
+
+
 def init(w: World) -> None:
     """Join the process group once (NCCL on CUDA, gloo on CPU); nothing for a single process."""
     if not w.distributed or dist.is_initialized():

@@ -122,11 +122,17 @@ def load_tokenizer(name: str) -> Any:
     return tokenizer
 
 
+def cuda_bf16() -> bool:
+    """Whether the current GPU computes bf16 natively (Ampere and later). torch's default check also says yes where
+    bf16 is only emulated (T4, V100), slower than fp16, so the emulation is excluded here."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """Weight dtype: 'auto' keeps fp32 on CPU (bf16 compute comes from autocast) and uses bf16 on CUDA."""
     if dtype == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_bf16() else torch.float16
         return torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
@@ -136,7 +142,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cuda_bf16() else "fp16"
     # Not oneDNN's bf16 check: it also says yes where bf16 is emulated on plain AVX512, slower than fp32.
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return "bf16"
@@ -144,7 +150,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    """The current GPU (cuda:LOCAL_RANK once a torchrun process has set it), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def load_model(name: str, dtype: str = "auto", quantization: str | None = None,
@@ -169,7 +176,9 @@ def load_model(name: str, dtype: str = "auto", quantization: str | None = None,
                 bnb_4bit_compute_dtype=torch_dtype)
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        kwargs["device_map"] = {"": device.index or 0}
+        # The whole model on this process's GPU (a bare "cuda" means the current one): bitsandbytes weights cannot
+        # be moved after loading, and under torchrun each rank has its own GPU.
+        kwargs["device_map"] = {"": device.index if device.index is not None else torch.cuda.current_device()}
     model = AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), **kwargs)
     if quantization is None:
         model.to(device)

@@ -26,7 +26,7 @@ from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.imbalance import class_weights, weighted_mean
 from neogen.labels import LabelCodec
-from neogen.models import default_device, load_model, load_tokenizer, lora_targets, pinned_name, resolve_precision
+from neogen.models import load_model, load_tokenizer, lora_targets, pinned_name, resolve_precision
 from neogen.multilabel import MultiLabelCodec, multilabel_loss
 from neogen.prepare import clean, data_report, format_report, prepared_words, split
 from neogen.prompt import PromptEncoder
@@ -210,13 +210,17 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     # the folder training ran in.
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=pinned_name(recipe.model.name)))
     run_dir = Path(recipe.output_dir)
-    main = distributed.world().is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
+    world = distributed.world()
+    main = world.is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
+    distributed.check_single_process_devices(world)
     resume_from = resume_point(run_dir, recipe) if resume else None
     if resume_from is None:
         _clear_earlier_run(run_dir, main)
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)
-    device = default_device()
+    device = distributed.device(world)  # cuda:LOCAL_RANK under torchrun: each rank loads onto its own GPU
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     precision = resolve_precision(recipe.train.precision, device)
 
     tokenizer = load_tokenizer(recipe.model.name)

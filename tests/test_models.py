@@ -79,3 +79,17 @@ def test_load_model_fuses_tanh_gelu_without_changing_the_outputs(tiny_neo):
     ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
     with torch.inference_mode():
         torch.testing.assert_close(fused(input_ids=ids).logits, stock(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_precision_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
+    """T4/V100 emulate bf16 (torch's default check says yes), slower than their fp16: auto must pick fp16 there."""
+    from neogen.models import resolve_dtype, resolve_precision
+
+    native = {"ampere": True, "turing": False}
+    for gpu, has_bf16 in native.items():
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True, n=has_bf16: including_emulation or n)
+        expected = ("bf16", torch.bfloat16) if has_bf16 else ("fp16", torch.float16)
+        cuda = torch.device("cuda", 0)
+        assert (resolve_precision("auto", cuda), resolve_dtype("auto", cuda)) == expected, gpu
+    assert resolve_precision("fp32", torch.device("cuda", 0)) == "fp32"
