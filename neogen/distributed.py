@@ -65,6 +65,15 @@ def device(w: World) -> torch.device:
     return torch.device("cuda", w.local_rank)
 
 
+def use_device(w: World) -> torch.device:
+    """device(w), made the current CUDA device: collectives, `torch.device("cuda")` and bitsandbytes' device map
+    then mean this process's GPU, not cuda:0."""
+    d = device(w)
+    if d.type == "cuda":
+        torch.cuda.set_device(d)
+    return d
+
+
 def check_single_process_devices(w: World) -> None:
     """Refuse a single process that would see several GPUs: the Trainer would wrap the model in DataParallel and
     multiply the recipe's batch by the GPU count (and DataParallel cannot split the yes_no encoding's cache)."""
@@ -79,12 +88,7 @@ def init(w: World) -> None:
     """Join the process group once (NCCL on CUDA, gloo on CPU); nothing for a single process."""
     if not w.distributed or dist.is_initialized():
         return
-    if torch.cuda.is_available():
-        # NCCL collectives run on the current device; without this every rank would use cuda:0.
-        torch.cuda.set_device(device(w))
-        backend = "nccl"
-    else:
-        backend = "gloo"
+    backend = "nccl" if use_device(w).type == "cuda" else "gloo"  # NCCL collectives run on the current device
     dist.init_process_group(backend)
     logger.debug("rank %d of %d joined the %s process group", w.rank, w.size, backend)
 

@@ -218,9 +218,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         _clear_earlier_run(run_dir, main)
     run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)
-    device = distributed.device(world)  # cuda:LOCAL_RANK under torchrun: each rank loads onto its own GPU
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = distributed.use_device(world)  # cuda:LOCAL_RANK under torchrun: each rank loads onto its own GPU
     precision = resolve_precision(recipe.train.precision, device)
 
     tokenizer = load_tokenizer(recipe.model.name)

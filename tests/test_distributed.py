@@ -23,3 +23,12 @@ def test_each_torchrun_process_gets_its_local_gpu(monkeypatch):
     assert distributed.device(World(rank=3, size=4, local_rank=1)) == torch.device("cuda", 1)
     with pytest.raises(NeogenError, match=r"LOCAL_RANK=2 but this node has 2 GPU\(s\)"):
         distributed.device(World(rank=2, size=3, local_rank=2))
+
+
+def test_use_device_makes_the_local_gpu_current(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert distributed.use_device(World(rank=1, size=2, local_rank=1)) == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]
