@@ -12,6 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import transformers
+from packaging.version import Version
+
+# transformers 5.24 renamed the key/value cache argument and output field `past_key_values` to `cache`; the old
+# name warns until it goes in 5.40, inside this package's `transformers<6` pin, so each version gets its own name.
+CACHE_NAME = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +80,7 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     # Prompt pass: only the cache is needed, so keep no logits (an empty position list skips the vocabulary head).
     no_logits = torch.zeros(0, dtype=torch.long, device=device)
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=no_logits)
-    cache = out.past_key_values
+    cache = out.get(CACHE_NAME)
     if cache is None or not hasattr(cache, "layers"):
         raise RuntimeError("suffix_logits needs the model's key/value cache (no gradient checkpointing)")
     for layer in cache.layers:
@@ -105,7 +111,7 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         mask = torch.cat([left_mask[b], torch.ones_like(left_mask[b, :1]).expand(-1, suffix_len)], dim=1)  # (R, T+S)
         positions = lengths[b, None] + offsets  # (R, S) logical positions right after each prompt
         out = model(input_ids=suffix_ids[j], attention_mask=mask, position_ids=positions,
-                    past_key_values=chunk_cache, use_cache=True, logits_to_keep=1)
+                    use_cache=True, logits_to_keep=1, **{CACHE_NAME: chunk_cache})
         chunks.append(out.logits[:, -1, read_ids].float())  # (R, 1, V) -> (R, A)
         del out, chunk_cache
     return torch.cat(chunks).view(batch, n_suffix, -1)  # (B * L, A) -> (B, L, A)
