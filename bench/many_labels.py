@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, prepare_like_neogen, read_trec  # noqa: E402
+from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, prepare_like_neogen, read_trec
 
-from neogen.classify import Classifier  # noqa: E402
-from neogen.labels import LabelCodec  # noqa: E402
-from neogen.multilabel import MultiLabelCodec  # noqa: E402
+from neogen.classify import Classifier
+from neogen.labels import LabelCodec
+from neogen.multilabel import MultiLabelCodec
 
 DEFAULT_DATA = SHARED_DATA / "trec" / "train_5500.label"
 

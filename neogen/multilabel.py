@@ -33,6 +33,7 @@ ENCODINGS = ("powerset", "independent", "yes_no")
 NO_LABEL = "(none)"  # the powerset class of the empty label set
 ANSWER_CHOICES = ((" yes", " no"), (" Yes", " No"), (" Y", " N"))
 MULTI_CODEC_VERSION = 1
+YES_NO_CACHE_TOKENS = 8192  # prompt tokens of key/value cache copied per yes_no suffix pass (rows x prompt length)
 
 
 @dataclass
@@ -164,7 +165,12 @@ def binary_logits(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: t
     label_ids = torch.tensor(codec.token_ids, device=ids.device)
     if codec.encoding == "independent":
         return next_token_logits(model, ids, mask)[:, label_ids]  # (B, L)
-    answers = suffix_logits(model, ids, mask, label_ids[:, None], torch.tensor(codec.answer_ids, device=ids.device))
+    # yes_no copies each prompt's cache once per label: B * L rows of T tokens. Copied all at once, 300 labels at
+    # batch 64 would need tens of GB; in passes of at most YES_NO_CACHE_TOKENS cached tokens memory stays bounded
+    # whatever L (in training the passes' graphs live until backward, so there it bounds nothing, and costs nothing).
+    rows = max(1, YES_NO_CACHE_TOKENS // ids.shape[1])
+    answers = suffix_logits(model, ids, mask, label_ids[:, None], torch.tensor(codec.answer_ids, device=ids.device),
+                            max_rows=rows)
     return answers[..., 0] - answers[..., 1]  # (B, L, 2) -> (B, L): log-odds of " yes" over " no"
 
 

@@ -45,6 +45,14 @@ def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     assert all(len(row["runs_wall_s"]) == 2 for row in report["methods"].values())  # --repeats 2
 
 
+def test_many_labels_bench_scores_every_label_count(tmp_path: Path) -> None:
+    report = run_bench("many_labels.py", "--model", "gpt-neo-125m-random", "--rows", "6", "--labels", "6,300",
+                       "--yes-no-rows", "2", "--batch-size", "4", "--threads", "1", tmp_path=tmp_path)
+    assert [r["labels"] for r in report["results"]] == [6, 300]
+    assert [r["aliases"] for r in report["results"]] == [6, 300]  # `L0001`... is never one token
+    assert all(r[m]["ex_per_s"] > 0 for r in report["results"] for m in ("single", "independent", "yes_no"))
+
+
 def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
     report = run_bench("score_memory.py", "--model", "gpt-neo-125m-random", "--lines", "5,20", "--precision",
                        "fp32", "--threads", "1", tmp_path=tmp_path)

@@ -54,6 +54,17 @@ def test_many_labels_all_get_distinct_tokens(gpt2_bpe):
     assert len(codec.aliases) == 120
 
 
+def test_a_thousand_labels_get_distinct_single_tokens_the_same_way_every_time(gpt2_bpe):
+    # Hundreds of labels are on the roadmap: none of these is one token, so all go through the alias pool.
+    labels = [f"L{i:04d}" for i in range(1, 1001)]
+    codec = LabelCodec.fit(reversed(labels), gpt2_bpe)
+    assert codec.labels == labels  # sorted, whatever order they came in
+    assert len(set(codec.token_ids)) == 1000
+    for token_id, completion in zip(codec.token_ids, codec.completions, strict=True):
+        assert gpt2_bpe(completion, add_special_tokens=False)["input_ids"] == [token_id]
+    assert LabelCodec.fit(labels, gpt2_bpe) == codec
+
+
 def test_codec_round_trips_through_json(tmp_path, gpt2_bpe):
     codec = LabelCodec.fit(["World", "Sports", "Business", "Sci/Tech"], gpt2_bpe)
     codec.save(tmp_path / "labels.json")

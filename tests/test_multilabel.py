@@ -84,6 +84,29 @@ def test_probabilities_and_loss_of_every_encoding(tiny_neo, gpt2_bpe, encoding):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_yes_no_copies_the_prompt_cache_in_bounded_passes(tiny_neo, gpt2_bpe, monkeypatch):
+    # Copying the cache for every (text, label) row at once grows with batch x labels; scoring must not.
+    from transformers import AutoModelForCausalLM
+
+    import neogen.multilabel as multilabel
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_neo).eval()
+    codec = MultiLabelCodec.fit(SETS, gpt2_bpe, "yes_no")
+    ids = torch.tensor([[464, 3290, 318, 628, 21017, 628], [1212, 628, 21017, 628, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        whole, _ = label_probabilities(model, codec, ids, mask)
+    rows_seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _m, args, kwargs: rows_seen.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    monkeypatch.setattr(multilabel, "YES_NO_CACHE_TOKENS", 2 * ids.shape[1])  # two (text, label) rows per pass
+    with torch.no_grad():
+        parts, _ = label_probabilities(model, codec, ids, mask)
+    hook.remove()
+    assert rows_seen == [2, 2, 2, 2]  # the prompt pass, then 2 x 3 rows in passes of 2
+    torch.testing.assert_close(parts, whole, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("encoding", ["independent", "powerset", "yes_no"])
 def test_each_encoding_trains_saves_loads_classifies_and_scores(tiny_neo, tmp_path, encoding):
     import json
