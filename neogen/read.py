@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,11 @@ TRUE_VALUES = {"1", "1.0", "true", "yes"}
 FALSE_VALUES = {"0", "0.0", "false", "no", ""}
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+# Column names that say "the label" (compared in lower case): such a column wins detection over a guess from its
+# values, and is never taken for a 0/1 flag of a multi-label file.
+LABEL_NAMES = ("label", "labels", "class", "category", "target")
+# \uD800-\uDFFF as a JSON escape: only lines holding one can carry a lone surrogate (half of a character).
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,28 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _read_parquet(path)
 
 
+def _not_utf8(path: Path) -> DataError:
+    """The error for a file that is not UTF-8, at its first undecodable line (found again only on this path)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(path, number, f"not UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                                 "the line", "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)")
+    return DataError(path, None, "not UTF-8", "save the file as UTF-8")
+
+
 def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from _read_delimited_utf8(path, delimiter)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _read_delimited_utf8(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # A long text is no malformed row: lift the csv module's 128 KiB field limit (a C long on every platform).
+    csv.field_size_limit(2**31 - 1)
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -107,6 +135,11 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
                             path, start, f"expected {len(header)} fields (header {header}), found {len(row)}",
                             "quote fields that contain the delimiter, or fix the row",
                         )
+                    if delimiter == "\t" and any("\t" in v and "\n" in v for v in row):
+                        # Only a quote left open makes a TSV field span tabs and lines: rows merged into one.
+                        raise DataError(path, start, f"a quoted field runs over lines {start}-{reader.line_num}, "
+                                        "swallowing tabs and rows", "close the quote, or double a quote that is "
+                                        'part of the text (""); unquoted TSV text must not start with a quote')
                     yield start, dict(zip(header, row, strict=True))
                 start = reader.line_num + 1
         except csv.Error as e:
@@ -114,6 +147,13 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        yield from _read_jsonl_utf8(path)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _read_jsonl_utf8(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is not part of the JSON
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -125,7 +165,19 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise DataError(path, number, "line is not a JSON object",
                                 'write one object per line, like {"text": ..., "label": ...}')
+            if SURROGATE_ESCAPE.search(line):
+                _check_no_surrogate(path, number, record)
             yield number, record
+
+
+def _check_no_surrogate(path: Path, line: int, record: dict[str, Any]) -> None:
+    """Refuse a lone UTF-16 surrogate escape ("\\ud83d", half an emoji cut by a tool counting UTF-16 units): it
+    parses, but no tokenizer or UTF-8 file takes it."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(path, line, f"the line holds a lone UTF-16 surrogate \\u{ord(e.object[e.start]):04x} (half "
+                        "of a character)", "remove it or write the whole character") from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -133,10 +185,14 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
     # Parquet has no lines; the "line" is the 1-based row number.
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for record in batch.to_pylist():
-            number += 1
-            yield number, record
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise DataError(path, number + 1 if number else None, f"not a readable Parquet file: {e}",
+                        "write it again with pyarrow or pandas, or use CSV/JSONL") from None
 
 
 def detect_columns(
@@ -185,15 +241,19 @@ def detect_columns(
         reasons.append(f"multi-label: one 0/1 column per label ({list(named)})")
         return ColumnChoice(text_column, LABEL_JOIN.join(named), "; ".join(reasons), multi_label=True,
                             label_columns=named)
+    named_labels = [c for c in columns if c != text_column and c.strip().lower() in LABEL_NAMES]
     if label_column is None and multi_label is not False:
-        binary = [c for c in columns if c != text_column and _is_binary([r.get(c) for _, r in records])]
+        # A column named `label` is the label even when it holds 0/1 (binary classification), never a flag.
+        binary = [c for c in columns if c != text_column and c not in named_labels
+                  and _is_binary([r.get(c) for _, r in records])]
         # A column of few repeated values beside the 0/1 ones may be the real label, the flags mere metadata
         # (`text,label,verified,has_url`): a guess either way could train on the wrong target, so ask.
         rival = [c for c in columns if c != text_column and c not in binary and stats[c]["n_distinct"] >= 2
                  and (stats[c]["lists"] or stats[c]["distinct"] <= 0.5)]
         if len(binary) >= 2 and rival:
-            raise DataError(path, None, f"column '{rival[0]}' and the 0/1 columns {binary} could each hold the "
-                            "labels", f"name them: data.label_column={rival[0]} (--label-column for prepare, eval) "
+            raise DataError(path, None, f"column '{rival[0]}'{_stray_flag(records, rival[0])} and the 0/1 columns "
+                            f"{binary} could each hold the labels",
+                            f"name them: data.label_column={rival[0]} (--label-column for prepare, eval) "
                             f"for one label per row, or data.label_column={LABEL_JOIN.join(binary)} for one 0/1 "
                             "column per label")
         if len(binary) >= 2:
@@ -202,16 +262,11 @@ def detect_columns(
             return ColumnChoice(text_column, LABEL_JOIN.join(binary), "; ".join(reasons), multi_label=True,
                                 label_columns=tuple(binary))
     if label_column is None:
-        candidates = [c for c in columns if c != text_column and stats[c]["n_distinct"] >= 2]
-        if not candidates:
-            raise DataError(path, None, f"no label column besides '{text_column}' with two or more values",
-                            "name the label column")
-        # A list-valued column is a label set (JSONL); otherwise the fewest distinct values win.
-        label_column = min(candidates, key=lambda c: (not stats[c]["lists"], stats[c]["n_distinct"],
-                                                      stats[c]["mean_len"]))
+        label_column = _choose_label_column(path, records, stats, text_column, named_labels)
         s = stats[label_column]
-        reasons.append(f"label column '{label_column}': " + ("lists of labels" if s["lists"] else
-                                                             f"fewest distinct values ({s['n_distinct']})"))
+        reasons.append(f"label column '{label_column}': " + (
+            f"named so ({_describe(s)})" if label_column in named_labels else "lists of labels" if s["lists"] else
+            f"fewest distinct values ({s['n_distinct']})"))
     values = [r.get(label_column) for _, r in records]
     if any(isinstance(v, list) for v in values):
         if multi_label is False:
@@ -232,6 +287,46 @@ def detect_columns(
             return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
     reason = "; ".join(reasons) if reasons else "columns named by the user"
     return ColumnChoice(text_column, label_column, reason)
+
+
+def _choose_label_column(path: str | Path, records: list[tuple[int, dict[str, Any]]], stats: dict[str, Any],
+                         text_column: str, named_labels: list[str]) -> str:
+    """The one column that can hold the labels; when two could, the user names it rather than a guess.
+
+    A column named `label` (or labels, class, category, target) wins, unless another holds lists of labels.
+    Otherwise the plausible columns are those of lists or of repeated values (at most half distinct); with one,
+    it is the label; with none (tiny files), the column of the fewest distinct values.
+    """
+    others = [c for c in stats if c != text_column]
+    lists = [c for c in others if stats[c]["lists"]]
+    if len(named_labels) == 1 and set(lists) <= set(named_labels):
+        return named_labels[0]
+    plausible = list(dict.fromkeys(named_labels + lists)) or [
+        c for c in others if stats[c]["n_distinct"] >= 2 and stats[c]["distinct"] <= 0.5]
+    if len(plausible) > 1:
+        hints = ", ".join(f"'{c}' ({_describe(stats[c])}{_stray_flag(records, c)})" for c in plausible)
+        raise DataError(path, None, f"columns {hints} could each hold the labels",
+                        f"name it: data.label_column={plausible[0]} (--label-column for prepare, eval)")
+    if plausible:
+        return plausible[0]
+    candidates = [c for c in others if stats[c]["n_distinct"] >= 2]
+    if not candidates:
+        raise DataError(path, None, f"no label column besides '{text_column}' with two or more values",
+                        "name the label column")
+    return min(candidates, key=lambda c: (stats[c]["n_distinct"], stats[c]["mean_len"]))
+
+
+def _describe(stat: dict[str, Any]) -> str:
+    return "lists of labels" if stat["lists"] else f"{stat['n_distinct']} distinct values"
+
+
+def _stray_flag(records: list[tuple[int, dict[str, Any]]], column: str) -> str:
+    """', 0/1 except VALUE at line N' for a column of 0/1 cells but one or two: likely a typo in a flag column."""
+    stray = [(line, r.get(column)) for line, r in records if _flag(r.get(column)) is None]
+    if not stray or len(stray) > max(2, len(records) // 100):
+        return ""
+    line, value = stray[0]
+    return f", 0/1 except {value!r} at line {line}"
 
 
 def _column_stats(values: list[Any]) -> dict[str, float]:
@@ -267,8 +362,9 @@ def _flag(value: Any) -> bool | None:
 def _detect_separator(values: list[str]) -> str | None:
     """The separator joining several labels in one cell, if any.
 
-    A separator must split some values into parts that also occur as whole values elsewhere, so free text with
-    commas ("Washington, D.C.") is not mistaken for a label set.
+    A separator must split some values into parts most of which also occur as whole values elsewhere, so a label
+    with commas ("Washington, D.C." beside "Washington") is not mistaken for a label set; a few parts may occur
+    only in sets (a rare label never given alone).
     """
     whole = set(v.strip() for v in values)
     best, best_count = None, 0
@@ -277,7 +373,7 @@ def _detect_separator(values: list[str]) -> str | None:
         if not joined:
             continue
         parts = {p.strip() for v in joined for p in v.split(sep) if p.strip()}
-        if parts and len(parts & whole) >= len(parts) / 2 and len(joined) > best_count:
+        if parts and len(parts & whole) > len(parts) / 2 and len(joined) > best_count:
             best, best_count = sep, len(joined)
     return best
 
@@ -296,8 +392,10 @@ def load_examples(
     choice = detect_columns(path, records, text_column, label_column, multi_label, label_separator)
     examples = []
     for line, record in records:
-        text = record.get(choice.text)
-        text = "" if text is None else str(text)
+        if choice.text not in record:  # JSONL: a missing field is a mistake to show, not an empty text to drop
+            raise DataError(path, line, f"no field '{choice.text}' (fields: {sorted(record)})",
+                            f"add the '{choice.text}' field, or remove the line")
+        text = _cell(path, line, choice.text, record[choice.text])
         if choice.prompt_completion:
             text = strip_text(text)  # an OpenAI prompt ends in the separator
         if choice.multi_label:
@@ -310,7 +408,7 @@ def load_examples(
             continue
         # Prepared files carry the original label beside its completion (which may be an alias).
         label = record.get("label", record.get(choice.label)) if choice.prompt_completion else record.get(choice.label)
-        label = "" if label is None else str(label).strip()
+        label = _cell(path, line, choice.label, label).strip()
         if require_label and not label:
             raise DataError(path, line, f"no label in column '{choice.label}'",
                             "fill in the label or remove the row")
@@ -318,6 +416,24 @@ def load_examples(
         completion = record.get("completion") if choice.prompt_completion and "label" in record else None
         examples.append(Example(text.strip(), label, str(path), line, completion=completion and str(completion)))
     return examples, choice
+
+
+def _cell(path: str | Path, line: int, column: str, value: Any) -> str:
+    """A text or label cell as a string: null and NaN (a missing value in pandas/Parquet) are empty, bytes are
+    UTF-8; a list or object is refused rather than trained on as its Python spelling."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(path, line, f"column '{column}' holds bytes that are not UTF-8",
+                            "store the column as UTF-8 text") from None
+    if isinstance(value, list | dict):
+        raise DataError(path, line, f"column '{column}' holds a {type(value).__name__} ({str(value)[:60]}), not "
+                        "a single value", "write one string per cell (label sets: a list in the label column of a "
+                        "multi-label file)")
+    return str(value)
 
 
 def _where(choice: ColumnChoice) -> str:

@@ -17,9 +17,9 @@ def test_csv_with_named_columns_keeps_lines(tmp_path):
 def test_detects_text_and_label_columns_and_says_why(tmp_path):
     rows = [("x" if i % 2 else "y", f"a fairly long question number {i} about things", str(i)) for i in range(20)]
     path = tmp_path / "d.tsv"
-    path.write_text("label\tquestion\tid\n" + "".join("\t".join(r) + "\n" for r in rows))
+    path.write_text("kind\tquestion\tid\n" + "".join("\t".join(r) + "\n" for r in rows))
     examples, choice = load_examples(path)
-    assert (choice.text, choice.label) == ("question", "label")
+    assert (choice.text, choice.label) == ("question", "kind")
     assert "longest values" in choice.reason and "fewest distinct values (2)" in choice.reason
     assert examples[0].label == "y"
 
@@ -171,3 +171,105 @@ def test_jsonl_with_a_byte_order_mark(tmp_path):
                      + json.dumps({"text": "b", "label": "y"}).encode() + b"\n")
     examples, _ = load_examples(path)
     assert [(e.text, e.label, e.line) for e in examples] == [("a", "x", 1), ("b", "y", 2)]
+
+
+def _csv(path, header, rows):
+    path.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+QUESTIONS = [f"question number {i} about the physics of things" for i in range(40)]
+
+
+@pytest.mark.parametrize("other", [("verified", ("0", "1")), ("split", ("train", "test"))])
+def test_a_column_named_label_wins_over_other_columns_of_few_values(tmp_path, other):
+    name, values = other
+    subjects = ("Physics", "Maths", "Biology", "Chemistry")
+    rows = [(q, subjects[i % 4], values[i // 3 % 2]) for i, q in enumerate(QUESTIONS)]
+    examples, choice = load_examples(_csv(tmp_path / "d.csv", f"text,label,{name}", rows))
+    assert choice.label == "label" and not choice.multi_label and "named so (4 distinct values)" in choice.reason
+    assert examples[1].label == "Maths"
+
+
+def test_a_0_1_column_named_label_is_a_binary_label_not_a_flag(tmp_path):
+    rows = [(q, str(i % 2), str(i // 3 % 2)) for i, q in enumerate(QUESTIONS)]
+    examples, choice = load_examples(_csv(tmp_path / "d.csv", "text,label,has_url", rows))
+    assert choice.label == "label" and not choice.multi_label and examples[1].label == "1"
+
+
+def test_two_columns_that_could_hold_the_labels_are_named_not_guessed(tmp_path):
+    rows = [(q, ("pos", "neg")[i % 2], ("books", "films", "games")[i % 3]) for i, q in enumerate(QUESTIONS)]
+    path = _csv(tmp_path / "d.csv", "review,sentiment,topic", rows)
+    with pytest.raises(DataError, match=r"d.csv: columns 'sentiment' \(2 distinct values\), 'topic' \(3 distinct "
+                                        r"values\) could each hold the labels.*data.label_column=sentiment"):
+        load_examples(path)
+    assert load_examples(path, label_column="topic")[0][2].label == "games"
+    # A named label column beside a column of label lists is just as ambiguous.
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": q, "label": "a" if i % 2 else "b", "tags": ["x"]}) + "\n"
+                             for i, q in enumerate(QUESTIONS)))
+    with pytest.raises(DataError, match=r"columns 'label' \(2 distinct values\), 'tags' \(lists of labels\)"):
+        load_examples(jsonl)
+
+
+def test_a_stray_value_in_a_0_1_column_is_pointed_out(tmp_path):
+    rows = [(q, str(i % 2), str(i // 2 % 2), "2" if i == 7 else str(i // 4 % 2)) for i, q in enumerate(QUESTIONS)]
+    with pytest.raises(DataError, match=r"column 'c', 0/1 except '2' at line 9 and the 0/1 columns \['a', 'b'\]"):
+        load_examples(_csv(tmp_path / "d.csv", "text,a,b,c", rows))
+
+
+def test_files_that_are_not_utf8_name_the_line(tmp_path):
+    (tmp_path / "d.csv").write_bytes("text,label\nfine,a\ncaf\xe9 au lait,b\n".encode("latin-1"))
+    (tmp_path / "d.jsonl").write_bytes(b'{"text": "fine", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n')
+    for name in ("d.csv", "d.jsonl"):
+        with pytest.raises(DataError, match=rf"{name}:\d: not UTF-8: byte 0xe9 .*save the file as UTF-8"):
+            load_examples(tmp_path / name)
+
+
+def test_a_lone_surrogate_in_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "fine \\u00e9 \\ud83d\\ude00", "label": "a"}\n{"text": "half \\ud83d", "label": "b"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: the line holds a lone UTF-16 surrogate \\ud83d"):
+        load_examples(path)
+
+
+def test_an_unclosed_quote_in_tsv_is_refused_not_merged(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text('text\tlabel\n"no way\tanger\nfine then\tjoy\nok" whatever\tsad\nlast one\tjoy\n')
+    with pytest.raises(DataError, match=r"d.tsv:2: a quoted field runs over lines 2-4.*close the quote"):
+        load_examples(path, "text", "label")
+
+
+def test_a_long_field_is_no_malformed_row(tmp_path):
+    path = _csv(tmp_path / "d.csv", "text,label", [("x" * 200_000, "a"), ("short", "b")])
+    assert len(load_examples(path, "text", "label")[0][0].text) == 200_000
+
+
+def test_a_label_with_a_comma_beside_its_first_part_stays_whole(tmp_path):
+    rows = [(q, ("Washington", "Oregon", "Washington, D.C.")[i % 3]) for i, q in enumerate(QUESTIONS[:9])]
+    examples, choice = load_examples(write_csv(tmp_path / "d.csv", rows))
+    assert not choice.multi_label and examples[2].label == "Washington, D.C."
+
+
+def test_cells_that_are_no_single_value(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [b"bytes text", b"more"], "label": [1.0, float("nan")]}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet:2: no label in column 'label'"):
+        load_examples(tmp_path / "d.parquet", "text", "label")
+    examples, _ = load_examples(tmp_path / "d.parquet", "text", "label", require_label=False)
+    assert examples[0].text == "bytes text" and examples[0].label == "1.0" and examples[1].label == ""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": ["a", "b"], "label": "x"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:1: column 'text' holds a list"):
+        load_examples(path, "text", "label")
+    path.write_text('{"text": "a", "label": "x"}\n{"body": "b", "label": "y"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: no field 'text' \(fields: \['body', 'label'\]\)"):
+        load_examples(path, "text", "label")
+
+
+def test_a_corrupt_parquet_file_names_the_file(tmp_path):
+    (tmp_path / "d.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"d.parquet: not a readable Parquet file"):
+        load_examples(tmp_path / "d.parquet", "text", "label")
