@@ -15,13 +15,12 @@ logger = logging.getLogger("neogen")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from neogen.labels import LabelCodec
     from neogen.models import load_tokenizer
-    from neogen.multilabel import MultiLabelCodec
     from neogen.prepare import clean, data_report, format_report, split, write_prepared
     from neogen.prompt import PromptEncoder
     from neogen.read import load_examples
-    from neogen.train import check_labels
+    from neogen.recipe import DataConfig, MultiLabelConfig, Recipe
+    from neogen.train import check_labels, fit_codec
 
     if args.valid_ratio + args.test_ratio >= 1:
         raise NeogenError(f"--valid-ratio {args.valid_ratio} + --test-ratio {args.test_ratio} leave no rows for "
@@ -36,12 +35,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         # Training re-reads single-label completions only, so words here would be silently lost on label sets.
         raise NeogenError("--label-word is for single-label data; for label sets give the words at training time, "
                           "data.label_words={...} in the recipe")
-    if choice.multi_label:
-        codec: LabelCodec | MultiLabelCodec = MultiLabelCodec.fit(
-            [ex.labels for ex in splits["train"]], tokenizer, args.encoding, allow_empty=args.allow_empty)
-        check_labels(splits, codec)  # label sets take their codec from train alone, as training will
-    else:
-        codec = LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
+    # The codec comes from the training split alone and held-out labels are checked, as training does on these
+    # files: prepare refuses (naming the label, split and fix) what training would refuse, before writing anything.
+    recipe = Recipe(data=DataConfig(allow_empty=args.allow_empty, label_words=words),
+                    multilabel=MultiLabelConfig(encoding=args.encoding))
+    codec = fit_codec(splits["train"], tokenizer, recipe)
+    check_labels(splits, codec)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
     report["tokenizer"] = args.model
     written = write_prepared(Path(args.out), splits, codec, report)

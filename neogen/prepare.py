@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -64,34 +66,101 @@ def clean(examples: list[Example]) -> tuple[list[Example], CleanReport]:
     return kept, report
 
 
+def _ratio(value: float) -> Fraction:
+    """A ratio as the exact decimal it was written as (0.3 is 3/10): float products are off by one (90 x 0.7)."""
+    return Fraction(repr(float(value)))
+
+
+def _round(x: Fraction) -> int:
+    """Round half away from zero (x >= 0), not Python's half-to-even."""
+    return math.floor(x + Fraction(1, 2))
+
+
+def _share(total: int, quotas: dict[str, Fraction], caps: dict[str, int], order: dict[str, tuple]) -> dict[str, int]:
+    """Largest remainder: `total` units over the keys, near their quotas and at most their caps.
+
+    Each key gets the floor of its quota (capped); the units left go one at a time to the keys furthest below their
+    quota, ties broken by `order`. total must not exceed the sum of the caps.
+    """
+    got = {k: min(math.floor(q), caps[k]) for k, q in quotas.items()}
+    left = total - sum(got.values())
+    while left > 0:
+        room = sorted((k for k in got if got[k] < caps[k]), key=lambda k: (got[k] - quotas[k], order[k]))[:left]
+        if not room:
+            raise ValueError(f"cannot share {total} units within the caps {caps}")
+        for k in room:
+            got[k] += 1
+        left -= len(room)
+    return got
+
+
 def split(examples: list[Example], valid_ratio: float = 0.0, test_ratio: float = 0.0, shuffle: bool = False,
           stratify: bool = False, seed: int = 0) -> dict[str, list[Example]]:
-    """Train/valid/test splits. Unshuffled, the test rows are the last ones, as in the tutorial's 80/20 split."""
-    def cut(items: list[int]) -> dict[str, list[int]]:
-        n = len(items)
-        # At least one training row: a class held out whole (one row, or two at test_ratio 0.5) could never be
-        # predicted, and training would refuse its held-out rows.
-        train_end = max(int(n * (1 - valid_ratio - test_ratio)), min(n, 1))
-        valid_end = max(int(n * (1 - test_ratio)), train_end)
-        return {"train": items[:train_end], "valid": items[train_end:valid_end], "test": items[valid_end:]}
+    """Train/valid/test splits. Unshuffled, the test rows are the last ones, as in the tutorial's 80/20 split.
 
+    Sizes come from exact arithmetic on the ratios as written. Unshuffled or shuffled, train keeps the tutorial's
+    int(n x (1 - valid - test)) rows and valid int(n x (1 - test)) - that. Stratified, each held-out split gets its
+    ratio of all rows (rounded half up), shared over the classes by largest remainder, and every class keeps at least
+    one training row. A split asked for but left empty is logged as a warning.
+    """
+    v, t = _ratio(valid_ratio), _ratio(test_ratio)
     rng = random.Random(seed)
     if stratify:
-        parts: dict[str, list[int]] = {s: [] for s in SPLITS}
-        by_class: dict[str, list[int]] = {}
-        for i, ex in enumerate(examples):
-            by_class.setdefault(ex.label, []).append(i)
-        for label in sorted(by_class):
-            members = by_class[label]
-            rng.shuffle(members)
-            for name, idx in cut(members).items():
-                parts[name].extend(idx)
-        # Rows keep their file order inside each split.
-        return {name: [examples[i] for i in sorted(idx)] for name, idx in parts.items()}
-    order = list(range(len(examples)))
-    if shuffle:
-        rng.shuffle(order)
-    return {name: [examples[i] for i in idx] for name, idx in cut(order).items()}
+        parts = _stratified(examples, v, t, rng)
+    else:
+        order = list(range(len(examples)))
+        if shuffle:
+            rng.shuffle(order)
+        n = len(order)
+        # At least one training row: a file held out whole could never be trained on.
+        train_end = max(math.floor(n * (1 - v - t)), min(n, 1))
+        valid_end = max(math.floor(n * (1 - t)), train_end)
+        parts = {"train": order[:train_end], "valid": order[train_end:valid_end], "test": order[valid_end:]}
+    for name, ratio in (("valid", valid_ratio), ("test", test_ratio)):
+        if ratio and examples and not parts[name]:
+            logger.warning("the %s split is empty: %s of %d rows rounds to none%s; give more rows or a larger "
+                           "--%s-ratio (data.%s_ratio)", name, ratio, len(examples),
+                           " once every class keeps a training row" if stratify else "", name, name)
+    return {name: [examples[i] for i in idx] for name, idx in parts.items()}
+
+
+def _stratified(examples: list[Example], v: Fraction, t: Fraction, rng: random.Random) -> dict[str, list[int]]:
+    """Row indexes of stratified splits, each in file order: held-out rows shared over classes by largest remainder.
+
+    A class keeps at least one training row (a class held out whole could never be predicted, and training would
+    refuse its held-out rows). Ties go to the larger class, then the first label by name.
+    """
+    by_class: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_class.setdefault(ex.label, []).append(i)
+    n = len(examples)
+    sizes = {label: len(members) for label, members in by_class.items()}
+    order = {label: (-size, label) for label, size in sizes.items()}
+    want = {"valid": _round(n * v), "test": _round(n * t)}
+    room = n - len(by_class)  # every row but one per class
+    if sum(want.values()) > room:
+        logger.warning("stratified split: %d valid and %d test rows asked for, but only %d of %d rows can be held out "
+                       "with every class keeping a training row; the held-out splits shrink to fit",
+                       want["valid"], want["test"], room, n)
+        asked = sum(want.values())
+        want = _share(room, {k: Fraction(room * w, asked) for k, w in want.items()}, dict(want),
+                      {"valid": (1,), "test": (0,)})
+    # Each class's quota is its share of the split's actual size, so the floors never overshoot it.
+    held = sum(want.values())
+    held_out = _share(held, {c: Fraction(size * held, n) for c, size in sizes.items()},
+                      {c: size - 1 for c, size in sizes.items()}, order)
+    test = _share(want["test"], {c: Fraction(size * want["test"], n) for c, size in sizes.items()}, held_out, order)
+    parts: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for label in sorted(by_class):
+        members = by_class[label]
+        rng.shuffle(members)
+        train_end = sizes[label] - held_out[label]
+        valid_end = train_end + held_out[label] - test[label]
+        parts["train"] += members[:train_end]
+        parts["valid"] += members[train_end:valid_end]
+        parts["test"] += members[valid_end:]
+    # Rows keep their file order inside each split.
+    return {name: sorted(idx) for name, idx in parts.items()}
 
 
 def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec, encoder: PromptEncoder,

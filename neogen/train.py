@@ -73,8 +73,13 @@ def fit_codec(examples: list[Example], tokenizer: Any, recipe: Recipe) -> Codec:
     if examples and examples[0].multi_label:
         return MultiLabelCodec.fit([ex.labels for ex in examples], tokenizer, recipe.multilabel.encoding,
                                    allow_empty=recipe.data.allow_empty, words=recipe.data.label_words)
+    labels = sorted({ex.label for ex in examples})
+    if len(labels) == 1:  # e.g. a file sorted by label, split unshuffled: say where, not just "two labels needed"
+        raise DataError(examples[0].source, None, f"the training rows hold one label only ({labels[0]!r}); a "
+                        "classifier needs two or more", "shuffle or stratify the split (data.shuffle=true or "
+                        "data.stratify=true; --shuffle / --stratify for prepare), or add rows of other labels")
     words = {**prepared_words(examples, tokenizer), **recipe.data.label_words}
-    return LabelCodec.fit([ex.label for ex in examples], tokenizer, words=words)
+    return LabelCodec.fit(labels, tokenizer, words=words)
 
 
 def completion_token_ids(codec: Codec) -> list[int]:
