@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from neogen.errors import NeogenError
+
 logger = logging.getLogger(__name__)
 
 # T is searched on a log scale in [1/20, 20]: wide enough for any fine-tune seen so far, and bounded so that a
@@ -60,8 +62,23 @@ class Temperature:
 
     @classmethod
     def load(cls, path: str | Path) -> Temperature:
-        data: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(**data)
+        """Read a file written by `save`; anything else raises NeogenError naming the file and the fix."""
+        path = Path(path)
+        fix = (f"fix: delete {path} to score without calibration, then refit it if wanted with "
+               "`neogen eval RUN VALID --calibrate`")
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            fitted = cls(**data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
+        except TypeError as e:  # not an object, or missing or unknown keys
+            raise NeogenError(f"{path} is not a calibration file: {e} ({fix})") from e
+        t = fitted.temperature
+        if fitted.method != "temperature" or isinstance(t, bool) or not isinstance(t, (int, float)) \
+                or not math.isfinite(t) or t <= 0:
+            raise NeogenError(f"{path} is not a calibration file: need method 'temperature' and a positive "
+                              f"temperature, got {fitted.method!r} and {t!r} ({fix})")
+        return fitted
 
 
 def fit_temperature(y: np.ndarray, probs: np.ndarray, split: str) -> Temperature:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,11 +24,19 @@ import torch
 from tqdm.auto import tqdm
 
 from neogen.calibration import Temperature
+from neogen.errors import NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec, label_probabilities
 from neogen.prompt import PromptEncoder
-from neogen.rundir import CALIBRATION_FILE, CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
+from neogen.rundir import (
+    CALIBRATION_FILE,
+    CODEC_FILE,
+    RECIPE_FILE,
+    THRESHOLDS_FILE,
+    check_run_dir,
+    check_threshold_labels,
+)
 from neogen.thresholds import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -67,22 +76,24 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, adapter: str = "adapter", device: str | None = None,
              precision: str | None = None, batch_size: int | None = None, merge: bool = True) -> Classifier:
-        """Load a run directory: base model + LoRA adapter (merged for speed), tokenizer and label codec."""
+        """Load a run directory (`~` expanded): base model + LoRA adapter (merged for speed), tokenizer and label codec.
+
+        A missing or unreadable part of the run raises NeogenError naming the file and the fix, before the model loads.
+        """
         from peft import PeftModel, prepare_model_for_kbit_training
 
-        from neogen.errors import NeogenError
         from neogen.models import cast_for_inference, load_model, load_tokenizer, resolve_precision
         from neogen.multilabel import load_codec
         from neogen.recipe import load_recipe
 
-        run_dir = Path(run_dir)
-        for needed in (RECIPE_FILE, CODEC_FILE, f"{adapter}/adapter_config.json"):
-            if not (run_dir / needed).exists():
-                raise NeogenError(f"{run_dir} is not a complete neogen run: {needed} is missing")
+        run_dir = Path(run_dir).expanduser()
+        adapter_dir = check_run_dir(run_dir, adapter)
         recipe = load_recipe(run_dir / RECIPE_FILE)
         tokenizer = load_tokenizer(recipe.model.name)
         codec = load_codec(run_dir / CODEC_FILE, tokenizer)
         thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
+        if thresholds is not None:
+            check_threshold_labels(thresholds, codec, run_dir)
         calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
@@ -90,7 +101,7 @@ class Classifier:
             # As training prepared it: the non-quantized weights (embeddings, norms, LM head) in fp32. The adapter
             # was trained and evaluated on that model, not on one with those weights in bf16.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        model = PeftModel.from_pretrained(model, run_dir / adapter)
+        model = PeftModel.from_pretrained(model, str(adapter_dir))  # a str: peft takes a Path for a Hub repo id
         precision = resolve_precision(precision or recipe.train.precision, next(model.parameters()).device)
         if merge and not recipe.model.quantization:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference
@@ -126,9 +137,9 @@ class Classifier:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def predict_proba(self, texts: str | list[str], progress: bool = False) -> ScoreBatch:
+    def predict_proba(self, texts: str | Iterable[str], progress: bool = False) -> ScoreBatch:
         """Class probabilities and label-token mass for a list of texts, in their order (one text: one row)."""
-        prompts = self.encoder([texts] if isinstance(texts, str) else list(texts))
+        prompts = self.encoder(_as_texts(texts))
         probs = np.zeros((len(prompts), len(self.codec)), dtype=np.float64)
         mass: np.ndarray | None = np.zeros(len(prompts), dtype=np.float64)
         batches = self._batches([len(p) for p in prompts])
@@ -197,6 +208,43 @@ class Classifier:
         return out
 
 
+def _as_texts(texts: str | Iterable[str]) -> list[str]:
+    """The texts as a list, checked up front: a NeogenError names the first one a tokenizer would choke on.
+
+    One isinstance pass; only non-ASCII texts (an O(1) flag in CPython) are encoded, to find lone surrogates.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    elif texts is None or isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise NeogenError(f"texts is {type(texts).__name__}, not a str or a list of str (fix: pass one text or a list "
+                          "of texts)")
+    else:
+        texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise NeogenError(_not_a_text(i, text))
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise NeogenError(f"texts[{i}] holds a lone surrogate {text[e.start]!r} at character {e.start}, which "
+                                  "is not valid Unicode (fix: repair the text where it was decoded, or replace it: "
+                                  "text.encode('utf-8', 'replace').decode())") from None
+    return texts
+
+
+def _not_a_text(i: int, value: Any) -> str:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    if isinstance(value, (bytes, bytearray)):
+        fix = "decode it first, e.g. value.decode('utf-8')"
+    elif value is None or (isinstance(value, float) and value != value):
+        fix = "drop or fill missing texts first, e.g. df['text'].fillna('') in pandas"
+    else:
+        fix = "convert it with str() or drop it"
+    return f"texts[{i}] is {type(value).__name__} ({shown}), not str (fix: {fix})"
+
+
 @lru_cache(maxsize=4)
 def _cached(run_dir: str) -> Classifier:
     return Classifier.load(run_dir)
@@ -210,4 +258,4 @@ def classify(texts: list[str], model: str | Path) -> list[str]: ...
 
 def classify(texts: str | list[str], model: str | Path) -> str | list[str] | list[list[str]]:
     """Classify with a trained run directory; the loaded classifier is kept for the next call."""
-    return _cached(str(Path(model).resolve())).classify(texts)
+    return _cached(str(Path(model).expanduser().resolve())).classify(texts)

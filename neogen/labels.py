@@ -204,10 +204,20 @@ class LabelCodec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelCodec:
+        """Rebuild from `to_dict` output; anything else raises NeogenError saying what is wrong."""
+        if not isinstance(data, dict):
+            raise NeogenError(f"a label codec is a JSON object, not a {type(data).__name__}")
         if data.get("version") != CODEC_VERSION:
-            raise NeogenError(f"unsupported label codec version {data.get('version')}; expected {CODEC_VERSION}")
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if not k.startswith("_")}
-        return cls(**fields)
+            raise NeogenError(f"unsupported label codec version {data.get('version')}; expected {CODEC_VERSION} "
+                              "(written by another neogen version?)")
+        names = [k for k in cls.__dataclass_fields__ if not k.startswith("_")]
+        missing = [k for k in names if k not in data]
+        if missing:
+            raise NeogenError(f"the label codec lacks {', '.join(missing)}")
+        lists = ("labels", "completions", "token_ids")
+        if not all(isinstance(data[k], list) for k in lists) or len({len(data[k]) for k in lists}) != 1:
+            raise NeogenError("the label codec's labels, completions and token_ids must be lists of one length")
+        return cls(**{k: data[k] for k in names})
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -215,7 +225,28 @@ class LabelCodec:
     @classmethod
     def load(cls, path: str | Path, tokenizer: Any | None = None) -> LabelCodec:
         """Load a saved codec; with a tokenizer, also check that it is the one the codec was built with."""
-        codec = cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        data = read_codec_file(path)
+        try:
+            codec = cls.from_dict(data)
+        except (NeogenError, TypeError) as e:
+            raise codec_error(path, str(e)) from e
         if tokenizer is not None:
             codec.check_tokenizer(tokenizer)
         return codec
+
+
+def codec_error(path: str | Path, reason: str) -> NeogenError:
+    """The error of a labels.json that cannot be read: names the file and the fix."""
+    return NeogenError(f"{path} is not a label codec neogen can read: {reason} (fix: it is written by `neogen train`; "
+                       "restore the run's own copy, or train the run again)")
+
+
+def read_codec_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a labels.json, or the error of `codec_error`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise codec_error(path, f"invalid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise codec_error(path, f"it holds a JSON {type(data).__name__}, not an object")
+    return data

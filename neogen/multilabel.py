@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from neogen.errors import NeogenError
 from neogen.forward import next_token_logits, suffix_logits
-from neogen.labels import LabelCodec, single_token
+from neogen.labels import LabelCodec, codec_error, read_codec_file, single_token
 from neogen.prompt import SEPARATOR
 from neogen.read import label_key
 
@@ -153,8 +153,13 @@ def name_set(name: str, labels: list[str]) -> list[str]:
 
 def load_codec(path: str | Path, tokenizer: Any | None = None) -> LabelCodec | MultiLabelCodec:
     """Load labels.json of either task; with a tokenizer, check it is the one the codec was built with."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    codec = MultiLabelCodec.from_dict(data) if data.get("task") == "multi_label" else LabelCodec.from_dict(data)
+    data = read_codec_file(path)
+    try:
+        codec = MultiLabelCodec.from_dict(data) if data.get("task") == "multi_label" else LabelCodec.from_dict(data)
+    except KeyError as e:
+        raise codec_error(path, f"it lacks {e}") from e
+    except (NeogenError, TypeError, ValueError) as e:
+        raise codec_error(path, str(e)) from e
     if tokenizer is not None:
         codec.check_tokenizer(tokenizer)
     return codec

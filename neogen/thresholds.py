@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from neogen.errors import ConfigError
+from neogen.errors import ConfigError, NeogenError
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,22 @@ class Thresholds:
 
     @classmethod
     def load(cls, path: str | Path) -> Thresholds:
-        """Read a file written by `save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a file written by `save`; anything else raises NeogenError naming the file and the fix."""
+        path = Path(path)
+        fix = (f"fix: delete {path} (0.5 for every label) and re-tune with `neogen eval RUN VALID --tune-thresholds`, "
+               "or restore the run's own copy")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
+        if not isinstance(data, dict):
+            raise NeogenError(f"{path} holds a JSON {type(data).__name__}, not an object of thresholds ({fix})")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise NeogenError(f"{path} is not a valid thresholds file: {'; '.join(e.problems)} ({fix})") from e
+        except TypeError as e:
+            raise NeogenError(f"{path} is not a valid thresholds file: {e} ({fix})") from e
 
 
 def _best_f1_cut(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -115,3 +117,128 @@ def test_eval_calibrate_fits_saves_and_applies_a_temperature(tiny_run, tmp_path,
     # Fitting again starts from the model's own scores, not from the already-scaled ones.
     assert main(["eval", str(run), str(valid), "--calibrate", "--out", str(tmp_path / "eval")]) == 0
     assert Temperature.load(run / "calibration.json").temperature == pytest.approx(fitted.temperature, rel=1e-3)
+
+
+# A broken run directory names the problem and the fix, before any model is loaded.
+
+def _broken_copy(tiny_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+def test_a_run_dir_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(NeogenError, match=r"run does not exist \(fix: give the run directory `neogen train` wrote"):
+        Classifier.load(tmp_path / "run")
+
+
+def test_a_file_given_for_the_run_dir_points_at_its_folder(tiny_run):
+    folder = re.escape(str(tiny_run))
+    with pytest.raises(NeogenError, match=f"is a file, not a run directory .*this file's folder {folder} is one"):
+        Classifier.load(tiny_run / "recipe.yaml")
+
+
+def test_a_folder_of_runs_lists_the_runs_inside_it(tiny_run):
+    with pytest.raises(NeogenError, match=r"recipe.yaml is missing \(fix: .*runs inside it: run\)"):
+        Classifier.load(tiny_run.parent)
+
+
+def test_a_tilde_in_the_run_dir_is_expanded(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "run")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Classifier.load("~/run").classify(["lens"]) == Classifier.load(tiny_run).classify(["lens"])
+    assert neogen.classify("lens", model="~/run") in neogen.classify(["lens"], model=tiny_run)
+
+
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "adapter_config.json"])
+def test_a_missing_adapter_file_is_named_not_taken_for_a_hub_repo(tiny_run, tmp_path, name):
+    run = _broken_copy(tiny_run, tmp_path)
+    (run / "adapter" / name).unlink()
+    with pytest.raises(NeogenError, match=f"adapter/{name}.* is missing .*fix: copy the whole adapter/ folder"):
+        Classifier.load(run)
+
+
+def test_an_unfinished_run_says_how_to_resume_or_which_weights_it_has(tiny_run, tmp_path):
+    import shutil
+
+    from neogen.resume import checkpoints
+
+    run = _broken_copy(tiny_run, tmp_path)
+    shutil.rmtree(run / "adapter")
+    newest = checkpoints(run)[-1].name
+    with pytest.raises(NeogenError, match=r"is an unfinished run: adapter/ is missing.*neogen train RECIPE --resume"
+                                          r".*adapter='last'"):
+        Classifier.load(run)
+    shutil.rmtree(run / "last")  # killed mid-training: only Trainer checkpoints
+    with pytest.raises(NeogenError, match=f"unfinished run.*--resume.*adapter='checkpoints/{newest}'"):
+        Classifier.load(run)
+    assert Classifier.load(run, adapter=f"checkpoints/{newest}").classify("lens") in CLASSES
+    shutil.rmtree(run / "checkpoints")
+    with pytest.raises(NeogenError, match=r"not a complete neogen run: adapter/ is missing \(fix: "):
+        Classifier.load(run)
+
+
+@pytest.mark.parametrize(("name", "text"), [("labels.json", "{bad"), ("labels.json", '{"version": 1}'),
+                                            ("thresholds.json", "{bad"), ("thresholds.json", "[1, 2]"),
+                                            ("calibration.json", "{bad"), ("calibration.json", '{"temperature": 1}')])
+def test_a_corrupt_run_file_is_named_with_the_fix(tiny_run, tmp_path, name, text):
+    run = _broken_copy(tiny_run, tmp_path)
+    (run / name).write_text(text)
+    with pytest.raises(NeogenError, match=f"{re.escape(str(run / name))} .*\\(fix: "):
+        Classifier.load(run)
+
+
+def test_thresholds_for_other_labels_are_refused(tiny_run, tmp_path):
+    from neogen.thresholds import Thresholds
+
+    run = _broken_copy(tiny_run, tmp_path)
+    Thresholds.default(["a", "b"]).save(run / "thresholds.json")
+    with pytest.raises(NeogenError, match=r"thresholds.json does not match the run's labels in .*labels.json: it "
+                                          r"lacks 'Biology', .* and has 'a', 'b' \(fix: delete it"):
+        Classifier.load(run)
+    Thresholds.default(CLASSES).save(run / "thresholds.json")  # the run's own labels load
+    assert Classifier.load(run).classify("lens") in CLASSES
+
+
+def test_multilabel_thresholds_must_hold_the_codec_labels_in_its_order(gpt2_bpe, tmp_path):
+    from neogen.multilabel import MultiLabelCodec
+    from neogen.rundir import check_threshold_labels
+    from neogen.thresholds import Thresholds
+
+    codec = MultiLabelCodec.fit([("anger",), ("joy", "fear")], gpt2_bpe, "independent")
+    check_threshold_labels(Thresholds.default(["anger", "fear", "joy"]), codec, tmp_path)
+    cases = {("joy", "fear", "anger"): "the same labels in another order",
+             ("anger", "fear"): "it lacks 'joy' \\(fix: delete it \\(0.5 for every label\\) and re-tune with "
+                                "`neogen eval .* VALID --tune-thresholds`\\)",
+             ("anger", "fear", "joy", "love"): "it has labels the run does not: 'love'"}
+    for labels, message in cases.items():
+        with pytest.raises(NeogenError, match=message):
+            check_threshold_labels(Thresholds.default(labels), codec, tmp_path)
+
+
+# Texts that are not strings are refused up front, naming the index, instead of failing inside the tokenizer.
+
+CLASSES = ["Biology", "Chemistry", "Maths", "Physics"]
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    (None, r"texts\[1\] is NoneType \(None\), not str \(fix: drop or fill missing texts"),
+    (float("nan"), r"texts\[1\] is float \(nan\), not str \(fix: drop or fill missing texts"),
+    (3, r"texts\[1\] is int \(3\), not str \(fix: convert it"),
+    (b"bytes", r"texts\[1\] is bytes \(b'bytes'\), not str \(fix: decode it"),
+    ("ok \ud83d", r"texts\[1\] holds a lone surrogate '\\ud83d' at character 3, which is not valid Unicode \(fix: "),
+])
+@pytest.mark.parametrize("method", ["predict_proba", "classify", "scores"])
+def test_a_text_that_is_not_a_string_is_named_by_its_index(clf, bad, message, method):
+    with pytest.raises(NeogenError, match=message):
+        getattr(clf, method)(["fine", bad, "also fine"])
+
+
+def test_texts_must_be_a_string_or_an_iterable_of_strings(clf):
+    for bad in (None, 3, b"lens"):
+        with pytest.raises(NeogenError, match=r"texts is \w+, not a str or a list of str"):
+            clf.classify(bad)
+    assert clf.classify(np.array(["lens", "héllo 日本語 🎉"])) == clf.classify(["lens", "héllo 日本語 🎉"])
+    assert clf.classify(t for t in ["lens", "cell"]) == clf.classify(["lens", "cell"])
