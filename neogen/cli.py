@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        if args.quiet:
+            hf_logging.disable_progress_bar()  # "Loading weights" bars; -q leaves warnings and errors only
+        # peft 0.21 asks transformers >= 5.24 a deprecated question at every adapter load: the user can do nothing
+        # about it, so the command does not show it (library callers still see it).
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         args.func(args)
     except NeogenError as e:
         print(f"error: {e}", file=sys.stderr)
