@@ -216,7 +216,10 @@ def detect_columns(
         if label_column and label_column not in columns and LABEL_JOIN in label_column else ()
     for name, given in (("text", text_column), *(("label", c) for c in named or (label_column,))):
         if given is not None and given not in columns:
+            prepared = {"prompt", "completion"} <= set(columns)  # `neogen prepare` output: read without names
             raise DataError(path, records[0][0], f"no {name} column '{given}'; columns are {columns}",
+                            "a prepared prompt/completion file is read without column names: set "
+                            "data.text_column=null data.label_column=null" if prepared else
                             f"set the {name} column to one of {columns}")
     if named and multi_label is False:
         raise DataError(path, None, f"label columns {list(named)} name one 0/1 column per label, which is "

@@ -50,7 +50,8 @@ def doc(help_text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> An
 class ModelConfig:
     name: str = doc("base causal LM: 'smollm2-135m', a Hub id (EleutherAI/gpt-neo-125m), a local dir or a .gguf",
                     "smollm2-135m")
-    dtype: str = doc("base weight dtype: auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16", "auto")
+    dtype: str = doc("base weight dtype: auto (fp32 on CPU; on CUDA bf16, fp16 before Ampere), float32, "
+                            "bfloat16, float16", "auto")
     quantization: str | None = doc("4bit or 8bit base weights via bitsandbytes (CUDA only); null for none", None)
 
     def problems(self) -> list[str]:
@@ -168,7 +169,8 @@ class TrainConfig:
     scheduler: str = doc("learning-rate schedule (linear, cosine, constant_with_warmup, ...)", "linear")
     warmup: float = doc("warm-up: a share of the steps if < 1, else a step count", 0.06)
     max_length: int = doc("tokens per prompt; the text is truncated, never the separator", 256)
-    precision: str = doc("auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16", "auto")
+    precision: str = doc("auto (bf16 where the hardware computes it: CUDA Ampere+, CPUs with "
+                                 "AVX512-BF16/AMX; fp16 on older GPUs; else fp32), fp32, bf16, fp16", "auto")
     eval_steps: int | None = doc("validate every N steps; null validates once per epoch", None)
     logging_steps: int = doc("log the training loss every N steps", 10)
     eval_batch_size: int = doc("most examples per scoring batch", 64)

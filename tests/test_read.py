@@ -273,3 +273,11 @@ def test_a_corrupt_parquet_file_names_the_file(tmp_path):
     (tmp_path / "d.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError, match=r"d.parquet: not a readable Parquet file"):
         load_examples(tmp_path / "d.parquet", "text", "label")
+
+
+def test_naming_columns_of_a_prepared_file_says_to_drop_the_names(tmp_path):
+    path = tmp_path / "train.jsonl"
+    row = {"prompt": "What is DNA?\n\n###\n\n", "completion": " Biology", "label": "Biology"}
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"no text column 'text'.*data.text_column=null data.label_column=null"):
+        load_examples(path, "text", "label")
