@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.recipe is None:
         raise NeogenError("give a recipe file (recipes/quickstart.yaml) or '-' for the defaults")
     recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
-    run_dir = train(recipe, resume=args.resume)
+    run_dir = train(recipe, resume=args.resume, progress=not args.quiet)
     if not distributed.world().is_main:
         return  # under torchrun, rank 0 evaluates and writes results.json, and prints them
     results = json.loads((run_dir / RESULTS_FILE).read_text())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from neogen.errors import NeogenError
+
 SEPARATOR = "\n\n###\n\n"
 
 
@@ -32,8 +34,9 @@ class PromptEncoder:
         self.max_length = max_length
         self.max_text_tokens = max_length - len(self.separator_ids) - len(self.prefix_ids)
         if self.max_text_tokens < 1:
-            raise ValueError(f"max_length {max_length} leaves no room for text after the separator "
-                             f"({len(self.separator_ids)} tokens) and special prefix ({len(self.prefix_ids)})")
+            raise NeogenError(f"max_length {max_length} leaves no room for text after the separator "
+                              f"({len(self.separator_ids)} tokens) and special prefix ({len(self.prefix_ids)}) (fix: "
+                              f"raise train.max_length above {max_length - self.max_text_tokens})")
 
     def text_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of the stripped texts, before truncation."""

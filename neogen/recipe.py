@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,9 +188,8 @@ class TrainConfig:
     calibrate: bool = doc("fit a softmax temperature on the validation split after training (calibration.json), "
                           "applied to every score; single-label runs with a validation split", False)
     save_steps: int | None = doc("save a resumable checkpoint (neogen train --resume) every N optimizer steps, for "
-                                 "long runs; null saves where it validates (eval_steps, else once per epoch). With a "
-                                 "validation split it must be a multiple of eval_steps: the best checkpoint is "
-                                 "picked among the saved ones", None)
+                                 "long runs without a validation split; null saves where it validates (eval_steps, "
+                                 "else once per epoch), which a run with a validation split always does", None)
 
     def problems(self) -> list[str]:
         out = []
@@ -199,12 +199,16 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "eval_batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"train.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.epochs <= 0:
-            out.append(f"train.epochs: must be > 0, got {self.epochs}")
-        if self.lr <= 0:
-            out.append(f"train.lr: must be > 0, got {self.lr}")
-        if self.warmup < 0:
-            out.append(f"train.warmup: must be >= 0, got {self.warmup}")
+        # `not 0 < x < inf` rather than `x <= 0`: NaN fails every comparison, so it is refused here, not mid-run.
+        if not 0 < self.epochs < math.inf:
+            out.append(f"train.epochs: must be a number > 0, got {self.epochs}")
+        if not 0 < self.lr < math.inf:
+            out.append(f"train.lr: must be a number > 0, got {self.lr}")
+        if not 0 <= self.warmup < math.inf:
+            out.append(f"train.warmup: must be a number >= 0, got {self.warmup}")
+        if not 0 <= self.weight_decay < math.inf:
+            out.append(f"train.weight_decay: must be a number >= 0, got {self.weight_decay}")
+        out += _transformers_names(self.optimizer, self.scheduler)
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             out.append(f"train.precision: '{self.precision}' is not one of auto, fp32, bf16, fp16")
         if self.eval_steps is not None and self.eval_steps < 1:
@@ -220,11 +224,6 @@ class TrainConfig:
                 out.append(f"train.class_weight: weights must be numbers > 0, got {bad}")
         if self.save_steps is not None and self.save_steps < 1:
             out.append(f"train.save_steps: must be >= 1 or null, got {self.save_steps}")
-        elif self.save_steps and self.eval_steps and self.save_steps % self.eval_steps:
-            # Trainer keeps the best checkpoint by validation loss, so it may only save where it has validated.
-            near = self.eval_steps * max(1, round(self.save_steps / self.eval_steps))
-            out.append(f"train.save_steps: {self.save_steps} is not a multiple of train.eval_steps "
-                       f"({self.eval_steps}); use e.g. train.save_steps={near}")
         return out
 
 
@@ -243,10 +242,12 @@ class Recipe:
         out = (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()
                + self.multilabel.problems())
         has_valid = bool(self.data.valid or self.data.valid_ratio)
-        if self.train.save_steps and has_valid and not self.train.eval_steps:
-            out.append("train.save_steps: with a validation split the best checkpoint is picked among the saved ones, "
-                       "so checkpoints can only be saved where the run validates; set train.eval_steps to save_steps "
-                       f"or a divisor of it (e.g. train.eval_steps={self.train.save_steps}), or leave save_steps null")
+        if self.train.save_steps and has_valid and self.train.save_steps != self.train.eval_steps:
+            # Trainer marks a new best only when it saves at that validation: a best validated between two saves
+            # is lost, and adapter/ would hold a worse checkpoint. So a validated run saves at every validation.
+            out.append(f"train.save_steps: with a validation split the run saves where it validates, so that the best "
+                       f"validation is a saved checkpoint; leave save_steps null (and set train.eval_steps="
+                       f"{self.train.save_steps} to validate and save every {self.train.save_steps} steps)")
         if self.train.calibrate and not has_valid:
             out.append("train.calibrate: the temperature is fitted on a validation split; set data.valid or "
                        "data.valid_ratio (e.g. data.valid_ratio=0.1)")
@@ -347,6 +348,22 @@ def _override_value(raw: str) -> Any:
     return raw if value == "" and raw.strip() in ("|", ">", "|-", ">-", "|+", ">+") else value
 
 
+def _transformers_names(optimizer: str, scheduler: str) -> list[str]:
+    """Problems with the optimizer and scheduler names, checked against transformers' own lists before a run
+    starts rather than by TrainingArguments once the model is loaded."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    out = []
+    for key, value, names in (("optimizer", optimizer, [o.value for o in OptimizerNames]),
+                              ("scheduler", scheduler, [s.value for s in SchedulerType])):
+        if value not in names:
+            near = difflib.get_close_matches(str(value), names, n=3)
+            out.append(f"train.{key}: '{value}' is not one transformers knows" +
+                       (f"; did you mean {' or '.join(near)}?" if near else f" ({', '.join(names[:8])}, ...)"))
+    return out
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `dotted.key=value` overrides; values are parsed as YAML (numbers, booleans, null, lists, mappings)."""
     problems = []
@@ -381,6 +398,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError([f"recipe file not found: {path}"], source) from None
         except yaml.YAMLError as e:
             raise ConfigError([f"invalid YAML: {e}"], source) from None
+        if not isinstance(data, dict):
+            raise ConfigError([f"a recipe is a mapping of sections (model:, data:, train:, ...), not a "
+                               f"{type(data).__name__}"], source)
     data = apply_overrides(data, overrides or [])
     return Recipe.from_dict(data, source)
 

@@ -200,12 +200,13 @@ def _metrics_logger(path: Path) -> Any:
     return MetricsLogger()
 
 
-def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = None) -> Path:
+def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = None, progress: bool = True) -> Path:
     """Run a recipe end to end; returns the run directory holding adapter, codec, recipe and metrics.
 
     resume=True continues the run in recipe.output_dir from its newest checkpoint (optimizer, schedule, RNG and
     data position with it), provided the recipe and data match the run's (RESUMABLE_CHANGES may differ).
     callbacks are extra Trainer callbacks (early stopping, custom logging), called after the metrics logger.
+    progress=False hides the training progress bar.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import TrainingArguments, set_seed
@@ -214,14 +215,13 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     # The saved recipe is how every later load finds the base model: a relative local path would only work from
     # the folder training ran in.
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=pinned_name(recipe.model.name)))
-    run_dir = Path(recipe.output_dir)
+    run_dir = Path(recipe.output_dir).expanduser()  # as TrainingArguments expands it: one folder, not two
     world = distributed.world()
     main = world.is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
     distributed.check_single_process_devices(world)
     resume_from = resume_point(run_dir, recipe) if resume else None
     if resume_from is None:
-        _clear_earlier_run(run_dir, main)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_unfinished_run(run_dir)
     set_seed(recipe.train.seed)
     device = distributed.use_device(world)  # cuda:LOCAL_RANK under torchrun: each rank loads onto its own GPU
     precision = resolve_precision(recipe.train.precision, device)
@@ -243,19 +243,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     logger.info("data:\n%s", format_report(report))
     if resume_from is not None:
         check_resumed_data(run_dir, codec, splits)
-    if main:
-        if resume_from is None:
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        else:
-            truncate_metrics(run_dir / METRICS_FILE, int(resume_from.name.removeprefix("checkpoint-")))
-            # A resumed run (more epochs after a finished one) that is stopped midway must not look finished: a
-            # later fresh run would take its checkpoints for a finished run's and delete them.
-            (run_dir / RESULTS_FILE).unlink(missing_ok=True)
-        # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
-        replace_file(run_dir / CODEC_FILE, codec.save)
-        replace_file(run_dir / RECIPE_FILE, recipe.save)
-        replace_file(run_dir / DATA_REPORT_FILE,
-                 lambda path: path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
+    weights = class_weights(splits["train"], codec, recipe.train.class_weight)
 
     model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, device)
     if recipe.model.quantization:
@@ -267,6 +255,24 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         trainable_token_indices=completion_token_ids(codec) if lora.train_label_tokens else None))
     trainable, total = model.get_nb_trainable_parameters()
     logger.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    # Everything that can refuse this run has run by now: only from here on is an earlier run's folder replaced, so
+    # a refused run leaves it whole, never its old adapter beside this run's labels.
+    if main:
+        if resume_from is None:
+            _clear_earlier_run(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        else:
+            truncate_metrics(run_dir / METRICS_FILE, int(resume_from.name.removeprefix("checkpoint-")))
+            # A resumed run (more epochs after a finished one) that is stopped midway must not look finished: a
+            # later fresh run would take its checkpoints for a finished run's and delete them.
+            (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
+        replace_file(run_dir / CODEC_FILE, codec.save)
+        replace_file(run_dir / RECIPE_FILE, recipe.save)
+        replace_file(run_dir / DATA_REPORT_FILE,
+                 lambda path: path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
 
     has_valid = bool(splits["valid"])
     t = recipe.train
@@ -304,7 +310,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         # Under torchrun: every LoRA weight takes part in every forward pass, so DDP need not search the autograd
         # graph for unused ones at every step (Trainer's default for a peft model; torch warns that it is wasted).
         ddp_find_unused_parameters=False,
-        disable_tqdm=False,  # the CLI quiets transformers logging, which would otherwise hide the bar
+        disable_tqdm=not progress,  # explicit: the CLI quiets transformers logging, which would hide the bar too
     )
     trainer = resumable(_trainer_class())(
         model=model, args=args,
@@ -316,8 +322,9 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         callbacks=[_metrics_logger(run_dir / METRICS_FILE), *(callbacks or [])],
         codec=codec,
         loss=recipe.train.loss,
-        class_weights=class_weights(splits["train"], codec, recipe.train.class_weight),
+        class_weights=weights,
     )
+    _log_through_logging(trainer)
     start = time.perf_counter()
     if resume_from is not None and main:
         state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
@@ -370,27 +377,52 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     return run_dir
 
 
-def _clear_earlier_run(run_dir: Path, main: bool) -> None:
-    """Make room for a fresh run in a run directory an earlier run used.
-
-    Checkpoints left beside a new run's would be taken for its own: the newest by step number goes into `last/`,
-    survives checkpoint rotation in place of the new run's, and is what --resume would pick. An unfinished run's
-    checkpoints may hold hours of training, so they are never deleted unasked; a finished run (results.json) has
-    delivered its adapter, which this run replaces anyway, so its checkpoints go.
-    """
+def _refuse_unfinished_run(run_dir: Path) -> None:
+    """An unfinished run's checkpoints may hold hours of training: a fresh run never deletes them unasked."""
     earlier = checkpoints(run_dir)
     if earlier and not (run_dir / RESULTS_FILE).is_file():
         raise NeogenError(f"{run_dir / CHECKPOINTS_DIR} holds checkpoints of an unfinished run (newest: "
                           f"{earlier[-1].name}) (fix: add --resume (train(..., resume=True)) to continue it, or "
                           f"delete {run_dir / CHECKPOINTS_DIR} or pick another output_dir to start afresh)")
-    if not main:
-        return
-    if earlier:
-        logger.warning("%s: removing the finished earlier run's checkpoints (newest: %s); this run replaces it",
-                       run_dir, earlier[-1].name)
-        shutil.rmtree(run_dir / CHECKPOINTS_DIR)
-    # Unlinked before training starts, so that a run stopped midway is never taken for a finished one.
-    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+
+
+# What a finished run leaves that a fresh run in its folder replaces (the files every run writes are overwritten).
+EARLIER_RUN = (CHECKPOINTS_DIR, ADAPTER_DIR, LAST_ADAPTER_DIR, "eval", THRESHOLDS_FILE, CALIBRATION_FILE, RESULTS_FILE)
+
+
+def _clear_earlier_run(run_dir: Path) -> None:
+    """Make room for a fresh run in a folder a finished run used (an unfinished one was refused earlier).
+
+    Nothing of the earlier run may outlive it: its checkpoints would be taken for this run's (the newest goes into
+    `last/` and is what --resume picks), and its adapter, thresholds or temperature would be read with this run's
+    labels if this run stopped before writing its own. results.json goes first, so that a run stopped midway is
+    never taken for a finished one.
+    """
+    found = [name for name in EARLIER_RUN if (run_dir / name).exists()]
+    if found:
+        logger.warning("%s: removing the finished earlier run's %s; this run replaces it", run_dir, ", ".join(found))
+    for name in reversed(EARLIER_RUN):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _log_through_logging(trainer: Any) -> None:
+    """Trainer's progress bar prints each log dict to stdout, where `neogen train > results.json` would take it
+    for output; the bar stays, and the logs go to the logger (and metrics.jsonl) instead."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LoggedProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if state.is_world_process_zero and logs:
+                logger.info("step %d: %s", state.global_step, ", ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items()
+                    if k != "total_flos"))
+
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(LoggedProgress)
 
 
 def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:

@@ -1,3 +1,4 @@
+from neogen.errors import NeogenError
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text, special_prefix, strip_text
 
 
@@ -33,7 +34,7 @@ def test_truncation_cuts_the_text_not_the_separator(gpt2_bpe):
 def test_max_length_must_leave_room_for_text(gpt2_bpe):
     import pytest
 
-    with pytest.raises(ValueError, match="no room"):
+    with pytest.raises(NeogenError, match=r"no room.*raise train.max_length"):
         PromptEncoder(gpt2_bpe, max_length=4)
 
 

@@ -104,3 +104,22 @@ def test_label_separator_overrides_are_the_characters_typed(tmp_path):
     (tmp_path / "r.yaml").write_text("data:\n  train: x.csv\n  label_separator: |\n")
     with pytest.raises(ConfigError, match=r"data\.label_separator: '' separates nothing.*quote"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_non_finite_numbers_and_unknown_optimizer_names_are_refused_up_front():
+    with pytest.raises(ConfigError) as e:
+        load_recipe(None, ["train.epochs=.nan", "train.lr=.inf", "train.weight_decay=-1", "train.optimizer=adamw_typo",
+                           "train.scheduler=cosinus"])
+    problems = "\n".join(e.value.problems)
+    assert "train.epochs: must be a number > 0, got nan" in problems
+    assert "train.lr: must be a number > 0, got inf" in problems
+    assert "train.weight_decay: must be a number >= 0, got -1" in problems
+    assert "train.optimizer: 'adamw_typo' is not one transformers knows; did you mean adamw_" in problems
+    assert "train.scheduler: 'cosinus' is not one transformers knows; did you mean cosine" in problems
+
+
+def test_a_recipe_file_that_is_not_a_mapping_is_refused_with_overrides_too(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("- model\n- data\n")
+    with pytest.raises(ConfigError, match=r"a recipe is a mapping of sections .* not a list"):
+        load_recipe(path, ["train.epochs=2"])

@@ -177,3 +177,20 @@ def test_a_training_split_of_one_label_says_how_to_split(gpt2_bpe):
     rows = [Example(f"text {i}", "A", "sorted.csv", i + 2) for i in range(3)]
     with pytest.raises(DataError, match=r"sorted.csv: the training rows hold one label only \('A'\).*stratify"):
         fit_codec(rows, gpt2_bpe, Recipe())
+
+
+def test_a_tilde_output_dir_is_one_folder_in_home_and_stdout_stays_clean(tiny_neo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    recipe = Recipe.from_dict({
+        "model": {"name": tiny_neo}, "lora": {"r": 4, "alpha": 8},
+        "data": {"train": str(write_csv(tmp_path / "toy.csv", toy_rows(4)))},
+        "train": {"epochs": 1, "batch_size": 4, "max_length": 32, "precision": "fp32", "logging_steps": 1,
+                  "evaluate": []},
+        "output_dir": "~/runs/x",
+    })
+    run = train(recipe)
+    assert run == tmp_path / "home" / "runs" / "x" and not (tmp_path / "~").exists()
+    assert (run / "adapter").is_dir() and (run / "checkpoints").is_dir() and (run / "last").is_dir()
+    # Trainer's bar printed every log dict to stdout, where `neogen train > out` would take it for output.
+    assert "loss" not in capsys.readouterr().out

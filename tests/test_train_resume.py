@@ -8,6 +8,7 @@ the checkpoint left them.
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from conftest import HANG_TIMEOUT, ROOT, toy_rows, write_csv
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from neogen.classify import Classifier
 from neogen.errors import ConfigError, NeogenError
 from neogen.recipe import Recipe
 from neogen.resume import checkpoints
@@ -190,22 +192,45 @@ def test_a_fresh_run_refuses_an_unfinished_runs_checkpoints(tiny_neo, interrupte
     assert checkpoints(copy)  # nothing deleted
 
 
-def test_a_fresh_run_replaces_a_finished_runs_checkpoints(tiny_neo, interrupted, tmp_path, caplog):
+def test_a_refused_fresh_run_leaves_a_finished_run_whole(tiny_neo, interrupted, tmp_path):
     data_dir, run = interrupted
     copy = shutil.copytree(run, tmp_path / "run")
     (copy / "results.json").write_text("{}")  # finished
-    recipe = resume_recipe(tiny_neo, data_dir, copy)
-    recipe.data.train = str(data_dir / "missing.csv")  # stops the run once the directory is cleared
-    with caplog.at_level(logging.WARNING, logger="neogen.train"), pytest.raises(NeogenError, match=r"missing\.csv"):
-        train(recipe)
-    assert "removing the finished earlier run's checkpoints" in caplog.text
-    assert not checkpoints(copy) and not (copy / "results.json").exists()
+    before = {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    for change in ({"data": {"train": str(data_dir / "missing.csv")}},  # refused while reading data
+                   {"train": {"class_weight": {"Nope": 2}}}):  # refused once the labels are known
+        recipe = resume_recipe(tiny_neo, data_dir, copy)
+        for section, keys in change.items():
+            for key, value in keys.items():
+                setattr(getattr(recipe, section), key, value)
+        with pytest.raises(NeogenError):
+            train(recipe)
+        assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def test_a_fresh_run_replaces_everything_of_a_finished_run(tiny_neo, interrupted, tmp_path, caplog):
+    data_dir, run = interrupted
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "results.json").write_text("{}")  # finished
+    for name in ("thresholds.json", "calibration.json", "eval/test/metrics.json", "adapter/stale.txt"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_text("{}")  # an earlier run's files this run does not write
+    with caplog.at_level(logging.WARNING, logger="neogen.train"):
+        train(resume_recipe(tiny_neo, data_dir, copy, epochs=1))
+    assert re.search(r"removing the finished earlier run's checkpoints, adapter, (last, )?eval, thresholds.json, "
+                     r"calibration.json, results.json", caplog.text)
+    assert not (copy / "thresholds.json").exists() and not (copy / "calibration.json").exists()
+    assert not (copy / "adapter" / "stale.txt").exists() and json.loads((copy / "results.json").read_text())
+    assert [p.name for p in checkpoints(copy)][-1] == "checkpoint-6"  # this run's 6 steps, none of the earlier 12
+    Classifier.load(copy)
 
 
 def test_save_steps_must_fit_validation(tiny_neo, tmp_path):
-    with pytest.raises(ConfigError, match=r"train.save_steps: 5 is not a multiple of train.eval_steps \(2\); "
-                                          r"use e.g. train.save_steps=4"):
-        resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=5)
+    # Saving every 4 steps while validating every 2 would lose a best validation at step 2 or 6: Trainer marks a
+    # new best only where it also saves.
+    with pytest.raises(ConfigError, match=r"train.save_steps: with a validation split the run saves where it "
+                                          r"validates.*train.eval_steps=4"):
+        resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=4)
     with pytest.raises(ConfigError, match=r"train\.save_steps: must be >= 1"):
         resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=0)
     with pytest.raises(ConfigError, match=r"train.save_steps: with a validation split .* train.eval_steps=4"):
