@@ -165,19 +165,25 @@ def _read_jsonl_utf8(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(record, dict):
                 raise DataError(path, number, "line is not a JSON object",
                                 'write one object per line, like {"text": ..., "label": ...}')
-            if SURROGATE_ESCAPE.search(line):
-                _check_no_surrogate(path, number, record)
+            surrogate = lone_surrogate(line, record)
+            if surrogate:
+                raise DataError(path, number, f"the line holds a lone UTF-16 surrogate {surrogate} (half of a "
+                                "character)", "remove it or write the whole character")
             yield number, record
 
 
-def _check_no_surrogate(path: Path, line: int, record: dict[str, Any]) -> None:
-    """Refuse a lone UTF-16 surrogate escape ("\\ud83d", half an emoji cut by a tool counting UTF-16 units): it
-    parses, but no tokenizer or UTF-8 file takes it."""
+def lone_surrogate(line: str, record: dict[str, Any]) -> str | None:
+    """The first lone UTF-16 surrogate of a parsed JSON line, as its escape ("\\ud83d": half an emoji cut by a tool
+    counting UTF-16 units), else None. It parses, but no tokenizer or UTF-8 file takes it. Only lines holding such
+    an escape pay for the check: JSON written with ensure_ascii escapes every non-ASCII character, so a test for any
+    "\\u" would encode most lines of such files twice."""
+    if not SURROGATE_ESCAPE.search(line):  # valid UTF-8 decodes to no surrogate; only an escape makes one
+        return None
     try:
         json.dumps(record, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as e:
-        raise DataError(path, line, f"the line holds a lone UTF-16 surrogate \\u{ord(e.object[e.start]):04x} (half "
-                        "of a character)", "remove it or write the whole character") from None
+        return f"\\u{ord(e.object[e.start]):04x}"
+    return None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from neogen import distributed
 from neogen.classify import Classifier
 from neogen.distributed import World
 from neogen.errors import DataError, NeogenError
+from neogen.read import lone_surrogate
 from neogen.score_progress import begin, forget, identity, progress_path
 
 logger = logging.getLogger(__name__)
@@ -66,22 +66,12 @@ def _text_of(record: Any, text_field: str | None) -> str:
     return value
 
 
-# \uD800-\uDFFF as a JSON escape (either half of a pair). Only such lines pay for the check below: JSON written with
-# ensure_ascii escapes every non-ASCII character, so a test for any "\u" would dump most lines of such files twice.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
 def _check_writable(line: str, record: dict[str, Any]) -> None:
-    """Refuse a record UTF-8 cannot write: a JSON escape of a lone UTF-16 surrogate ("\\ud83d", half of an
-    emoji in text cut by a tool that counts UTF-16 units) parses, but neither the tokenizer nor the output file
-    takes it."""
-    if not _SURROGATE_ESCAPE.search(line):  # valid UTF-8 bytes decode to no surrogate; only an escape makes one
-        return
-    try:
-        json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"the line holds a lone UTF-16 surrogate \\u{ord(e.object[e.start]):04x} (half of a "
-                         "character), which UTF-8 cannot write; remove it or write the whole character") from None
+    """Refuse a record UTF-8 cannot write: neither the tokenizer nor the output file takes a lone surrogate."""
+    surrogate = lone_surrogate(line, record)
+    if surrogate:
+        raise ValueError(f"the line holds a lone UTF-16 surrogate {surrogate} (half of a character), which UTF-8 "
+                         "cannot write; remove it or write the whole character")
 
 
 def _free_key(record: dict[str, Any], key: str) -> str:
