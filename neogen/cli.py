@@ -128,7 +128,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.tune_thresholds:
         raise NeogenError("--tune-thresholds is for multi-label runs; a single-label run takes the argmax, and "
                           "--calibrate fits its scores' temperature")
-    examples, choice = load_examples(args.data, args.text_column, args.label_column, multi_label=False)
+    examples, choice = load_examples(args.data, *_eval_columns(args), multi_label=False)
     y = []
     for ex in examples:
         try:
@@ -155,6 +155,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
 
 
+def _eval_columns(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The text and label columns to evaluate: as given, else the run's own (its recipe's data.text_column and
+    label_column) where the file has them, so a test file of the training file's shape needs no flags and is read
+    as training read it; else None, detected."""
+    if args.text_column or args.label_column:
+        return args.text_column, args.label_column
+    from neogen.read import LABEL_JOIN, read_records
+    from neogen.recipe import load_recipe
+    from neogen.rundir import RECIPE_FILE
+
+    data = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE).data
+    first = next(iter(read_records(args.data)), None)
+    columns = set(first[1]) if first else set()
+    wanted = [data.text_column, *(data.label_column.split(LABEL_JOIN) if data.label_column else [None])]
+    if any(wanted) and all(c is None or c.strip() in columns for c in wanted):
+        return data.text_column, data.label_column
+    return None, None
+
+
 def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
     import numpy as np
 
@@ -163,7 +182,7 @@ def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
     from neogen.read import load_examples
 
     codec = classifier.codec
-    examples, _ = load_examples(args.data, args.text_column, args.label_column, multi_label=True,
+    examples, _ = load_examples(args.data, *_eval_columns(args), multi_label=True,
                                 label_separator=args.label_separator, allow_empty=True)
     y = []
     for ex in examples:

@@ -196,3 +196,22 @@ def test_score_sizes_must_be_positive(capsys):
             parse_args(["score", "run", "in.jsonl", "out.jsonl", option, "0"])
         assert "'0': expected a whole number of at least 1" in capsys.readouterr().err
     assert parse_args(["score", "run", "in.jsonl", "out.jsonl"]).text_field is None  # text, else prompt
+
+
+def test_eval_reads_the_columns_the_run_was_trained_on(tmp_path):
+    import argparse
+
+    from neogen.cli import _eval_columns
+    from neogen.recipe import Recipe
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Recipe.from_dict({"data": {"train": "x.csv", "text_column": "eng", "label_column": "Subject"}}).save(
+        run / "recipe.yaml")
+    same = write_csv(tmp_path / "test.csv", [("What is a cell?", "Biology")] * 2, header=("eng", "Subject"))
+    other = write_csv(tmp_path / "other.csv", [("What is a cell?", "Biology")] * 2)  # text,label
+    for data, given, expected in ((same, (None, None), ("eng", "Subject")),  # one class: detection could not tell
+                                  (other, (None, None), (None, None)),  # not the run's columns: detected
+                                  (same, ("eng", None), ("eng", None))):  # named on the command line: as given
+        args = argparse.Namespace(run_dir=str(run), data=str(data), text_column=given[0], label_column=given[1])
+        assert _eval_columns(args) == expected
