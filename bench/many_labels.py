@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, prepare_like_neogen, read_trec
 
+from neogen import multilabel
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
@@ -83,8 +85,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch intra-op threads (default: %(default)s)")
+    parser.add_argument("--yes-no-cache-tokens", type=int, default=None,
+                        help="yes_no: cached prompt tokens copied per suffix pass (default: neogen's bound, "
+                             f"{multilabel.YES_NO_CACHE_TOKENS}); 0 copies all rows at once, as before the bound")
     parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
     args = parser.parse_args(argv)
+    if args.yes_no_cache_tokens is not None:
+        multilabel.YES_NO_CACHE_TOKENS = args.yes_no_cache_tokens or 2**62
 
     torch.set_num_threads(args.threads)
     texts = read_trec(args.data)[0][: args.rows]
@@ -112,7 +119,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if "yes_no" in row:
             line += f"  yes_no {row['yes_no']['ex_per_s']:7.2f} ex/s"
         print(line, flush=True)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
     report = {"model": args.model, "precision": args.precision, "threads": args.threads, "rows": len(texts),
+              "yes_no_cache_tokens": multilabel.YES_NO_CACHE_TOKENS,
+              # The process's high-water mark: with yes_no timed last for each K, it shows its copies' peak.
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "yes_no_rows": min(args.yes_no_rows, len(texts)), "batch_size": args.batch_size,
               "max_length": args.max_length, "cpu": cpu_model(), "torch": torch.__version__, "results": rows}
     if args.json:
