@@ -303,26 +303,25 @@ def _choose_label_column(path: str | Path, records: list[tuple[int, dict[str, An
     """The one column that can hold the labels; when two could, the user names it rather than a guess.
 
     A column named `label` (or labels, class, category, target) wins, unless another holds lists of labels.
-    Otherwise the plausible columns are those of lists or of repeated values (at most half distinct); with one,
-    it is the label; with none (tiny files), the column of the fewest distinct values.
+    Otherwise the plausible columns are those of lists or of repeated values (at most half distinct), or in files
+    too small for that, those of two values or more; with one, it is the label.
     """
     others = [c for c in stats if c != text_column]
     lists = [c for c in others if stats[c]["lists"]]
     if len(named_labels) == 1 and set(lists) <= set(named_labels):
         return named_labels[0]
+    # Too few rows for repeated values to show (every column mostly distinct): any column of two values or more.
     plausible = list(dict.fromkeys(named_labels + lists)) or [
-        c for c in others if stats[c]["n_distinct"] >= 2 and stats[c]["distinct"] <= 0.5]
+        c for c in others if stats[c]["n_distinct"] >= 2 and stats[c]["distinct"] <= 0.5] or [
+        c for c in others if stats[c]["n_distinct"] >= 2]
     if len(plausible) > 1:
         hints = ", ".join(f"'{c}' ({_describe(stats[c])}{_stray_flag(records, c)})" for c in plausible)
         raise DataError(path, None, f"columns {hints} could each hold the labels",
                         f"name it: data.label_column={plausible[0]} (--label-column for prepare, eval)")
-    if plausible:
-        return plausible[0]
-    candidates = [c for c in others if stats[c]["n_distinct"] >= 2]
-    if not candidates:
+    if not plausible:
         raise DataError(path, None, f"no label column besides '{text_column}' with two or more values",
                         "name the label column")
-    return min(candidates, key=lambda c: (stats[c]["n_distinct"], stats[c]["mean_len"]))
+    return plausible[0]
 
 
 def _describe(stat: dict[str, Any]) -> str:

@@ -131,8 +131,10 @@ def test_rows_without_labels_need_allow_empty(tmp_path):
 def test_bad_cell_in_a_label_column_names_line_and_column(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("text,a,b\nfirst text here,1,0\nsecond text here,0,1\nthird text,2,0\n")
-    _, choice = load_examples(path)  # "2" is not 0/1: no 0/1 shape detected, single-label read
-    assert not choice.multi_label
+    # "2" is not 0/1: no 0/1 shape, and two columns that could each be the label: named, not guessed.
+    with pytest.raises(DataError, match=r"columns 'a' \(3 distinct values, 0/1 except '2' at line 4\), 'b' \(2 "
+                                        r"distinct values\) could each hold the labels"):
+        load_examples(path)
     with pytest.raises(DataError, match=r"d.csv:4: column 'a' holds '2', not 0 or 1"):
         from neogen.read import ColumnChoice, _label_set
 
