@@ -87,12 +87,15 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     fmt = file_format(path)
     if not path.exists():
         raise DataError(path, None, "file not found", "check the path (relative paths are from the current folder)")
-    if fmt in ("csv", "tsv"):
-        yield from _read_delimited(path, "\t" if fmt == "tsv" else ",")
-    elif fmt == "jsonl":
-        yield from _read_jsonl(path)
-    else:
-        yield from _read_parquet(path)
+    try:
+        if fmt in ("csv", "tsv"):
+            yield from _read_delimited(path, "\t" if fmt == "tsv" else ",")
+        elif fmt == "jsonl":
+            yield from _read_jsonl(path)
+        else:
+            yield from _read_parquet(path)
+    except UnicodeDecodeError:  # the text formats are read as UTF-8
+        raise _not_utf8(path) from None
 
 
 def _not_utf8(path: Path) -> DataError:
@@ -108,13 +111,6 @@ def _not_utf8(path: Path) -> DataError:
 
 
 def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        yield from _read_delimited_utf8(path, delimiter)
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-
-
-def _read_delimited_utf8(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
     # A long text is no malformed row: lift the csv module's 128 KiB field limit (a C long on every platform).
     csv.field_size_limit(2**31 - 1)
     with path.open(newline="", encoding="utf-8-sig") as f:
@@ -147,13 +143,6 @@ def _read_delimited_utf8(path: Path, delimiter: str) -> Iterator[tuple[int, dict
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        yield from _read_jsonl_utf8(path)
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-
-
-def _read_jsonl_utf8(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is not part of the JSON
         for number, line in enumerate(f, start=1):
             if not line.strip():
