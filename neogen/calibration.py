@@ -14,11 +14,11 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from neogen.errors import NeogenError
+from neogen.rundir import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,9 @@ class Temperature:
         path = Path(path)
         fix = (f"fix: delete {path} to score without calibration, then refit it if wanted with "
                "`neogen eval RUN VALID --calibrate`")
+        data = read_json(path, fix)
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             fitted = cls(**data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
         except TypeError as e:  # not an object, or missing or unknown keys
             raise NeogenError(f"{path} is not a calibration file: {e} ({fix})") from e
         t = fitted.temperature

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,14 @@ CALIBRATION_FILE = "calibration.json"
 DATA_REPORT_FILE = "data_report.json"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """A run file's JSON; a file that is not JSON raises NeogenError naming it and `fix` ("fix: ...")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
 
 
 def replace_file(path: Path, write: Callable[[Path], Any]) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from neogen.errors import ConfigError, NeogenError
+from neogen.rundir import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ class Thresholds:
         path = Path(path)
         fix = (f"fix: delete {path} (0.5 for every label) and re-tune with `neogen eval RUN VALID --tune-thresholds`, "
                "or restore the run's own copy")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
+        data = read_json(path, fix)
         if not isinstance(data, dict):
             raise NeogenError(f"{path} holds a JSON {type(data).__name__}, not an object of thresholds ({fix})")
         try:
