@@ -89,10 +89,15 @@ def fit_temperature(y: np.ndarray, probs: np.ndarray, split: str) -> Temperature
     found = minimize_scalar(lambda log_t: _log_loss(y, apply_temperature(probs, math.exp(log_t))),
                             bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
     t = float(math.exp(found.x))
-    if min(abs(found.x - bound) for bound in LOG_T_BOUNDS) < 1e-2:
-        # The log loss kept falling to the edge: typically every row is right, and sharper is always "better".
+    if abs(found.x - LOG_T_BOUNDS[0]) < 1e-2:
+        # The log loss kept falling towards T -> 0: typically every row is right, and sharper is always "better".
         logger.warning("the %s rows cannot pin a temperature down (the fit ran to T=%.3g); keeping T=1", split, t)
         t = 1.0
+    elif abs(found.x - LOG_T_BOUNDS[1]) < 1e-2:
+        # Softer kept helping up to the bound: confidently wrong rows. The bound is still far better than T=1.
+        logger.warning("the scores on the %s rows are so over-confident that the fit ran to the largest temperature, "
+                       "T=%.3g; keeping it (the model may be undertrained, or the rows unlike the training data)",
+                       split, t)
     after = apply_temperature(probs, t)
     fitted = Temperature(temperature=t, split=split, n=len(y), log_loss_before=_log_loss(y, probs),
                          log_loss_after=_log_loss(y, after), ece_before=expected_calibration_error(y, probs),

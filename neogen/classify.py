@@ -67,16 +67,26 @@ class Classifier:
         self.calibration = calibration  # single-label: a fitted temperature applied to every score
         self.encoder = PromptEncoder(tokenizer, max_length, codec.separator)
         self.precision = precision
+        problems = [f"{name} must be at least 1, got {value}" for name, value in
+                    (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens))
+                    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1)]
+        if problems:
+            raise NeogenError("; ".join(problems) + " (fix: e.g. batch_size=32, max_batch_tokens=8192)")
         self.batch_size = batch_size
-        # An optional cap on padded tokens per batch, for long prompts whose batches would not fit in memory.
+        # An optional cap on padded tokens per batch (rows x longest prompt), for long prompts whose batches of
+        # batch_size rows would not fit in memory: eager attention alone holds rows x heads x T x T scores.
         self.max_batch_tokens = max_batch_tokens
         self.device = next(model.parameters()).device
         self._label_ids = torch.tensor(codec.token_ids, dtype=torch.long, device=self.device)
 
     @classmethod
     def load(cls, run_dir: str | Path, adapter: str = "adapter", device: str | None = None,
-             precision: str | None = None, batch_size: int | None = None, merge: bool = True) -> Classifier:
+             precision: str | None = None, batch_size: int | None = None, max_batch_tokens: int | None = None,
+             merge: bool = True) -> Classifier:
         """Load a run directory (`~` expanded): base model + LoRA adapter (merged for speed), tokenizer and label codec.
+
+        `batch_size` (default: the recipe's eval_batch_size) caps the texts per forward pass and `max_batch_tokens`
+        (default: none) the padded tokens per pass; a prompt longer than the budget is scored alone.
 
         A missing or unreadable part of the run raises NeogenError naming the file and the fix, before the model loads.
         """
@@ -94,6 +104,11 @@ class Classifier:
         thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
         if thresholds is not None:
             check_threshold_labels(thresholds, codec, run_dir)
+        elif codec.multi_label:  # deleted, or a run stopped before tuning: the recipe's rule, as training applies it
+            ml = recipe.multilabel
+            value = float(ml.threshold) if ml.threshold not in ("per_label", "shared") else 0.5
+            thresholds = Thresholds.default(codec.labels, value)
+            thresholds.at_least_one = ml.at_least_one if ml.at_least_one is not None else not codec.allow_empty
         calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
@@ -107,8 +122,8 @@ class Classifier:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference
             cast_for_inference(model, precision)
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
-                   batch_size=batch_size or recipe.train.eval_batch_size, thresholds=thresholds,
-                   calibration=calibration)
+                   batch_size=batch_size or recipe.train.eval_batch_size, max_batch_tokens=max_batch_tokens,
+                   thresholds=thresholds, calibration=calibration)
 
     @property
     def labels(self) -> list[str]:

@@ -90,7 +90,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     distributed.init(world)
     try:
         device = str(distributed.device(world)) if world.distributed else None
-        classifier = Classifier.load(args.run_dir, batch_size=args.batch_size, device=device)
+        classifier = Classifier.load(args.run_dir, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+                                     device=device)
         stats = score_jsonl(classifier, args.input, args.output, text_field=args.text_field, rejects=args.rejects,
                             chunk_size=args.chunk_size, progress=not args.no_progress, resume=args.resume,
                             run_dir=args.run_dir, world=world)
@@ -180,10 +181,15 @@ def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
     from neogen.errors import DataError
     from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
     from neogen.read import load_examples
+    from neogen.recipe import load_recipe
+    from neogen.rundir import RECIPE_FILE
 
     codec = classifier.codec
+    recipe = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE)
+    # The run's separator and labels, so that a file whose every row holds several labels splits as training did.
     examples, _ = load_examples(args.data, *_eval_columns(args), multi_label=True,
-                                label_separator=args.label_separator, allow_empty=True)
+                                label_separator=args.label_separator or recipe.data.label_separator, allow_empty=True,
+                                known_labels=codec.labels)
     y = []
     for ex in examples:
         try:
@@ -193,11 +199,10 @@ def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
                             "evaluate on data with the trained labels") from None
     probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
     if args.tune_thresholds:
-        from neogen.recipe import load_recipe
-        from neogen.rundir import RECIPE_FILE, THRESHOLDS_FILE
+        from neogen.rundir import THRESHOLDS_FILE
         from neogen.thresholds import tune_thresholds
 
-        ml = load_recipe(Path(args.run_dir) / RECIPE_FILE).multilabel
+        ml = recipe.multilabel
         mode = ml.threshold if ml.threshold in ("per_label", "shared") else "per_label"
         classifier.thresholds = tune_thresholds(np.array(y), probs, codec.labels, mode=mode,
                                                 at_least_one=classifier.thresholds.at_least_one,
@@ -262,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "named here is never swapped for another)")
     p.add_argument("--rejects", help="write malformed lines here and go on, instead of stopping at the first")
     p.add_argument("--batch-size", type=_positive, default=None, help="texts per forward pass (default: the recipe's)")
+    p.add_argument("--max-batch-tokens", type=_positive, default=None,
+                   help="padded tokens per forward pass at most (rows x longest prompt), for long texts whose batches "
+                        "would not fit in memory; a longer prompt is scored alone (default: no cap)")
     p.add_argument("--chunk-size", type=_positive, default=1024, help="lines read, scored and written at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",

@@ -76,10 +76,10 @@ def _probabilities(probs: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _label_list(labels: Sequence[str]) -> list[str]:
-    """Labels as strings; ValueError when there are none or some repeat."""
+    """Labels as strings; ValueError when there are fewer than two or some repeat."""
     label_list = [str(label) for label in labels]
-    if not label_list:
-        raise ValueError("need at least 1 label to evaluate a multi-label classifier")
+    if len(label_list) < 2:  # scikit-learn reads a single 0/1 column as a binary task, not as one label
+        raise ValueError(f"need at least 2 labels to evaluate a multi-label classifier, got {label_list}")
     if len(set(label_list)) != len(label_list):
         duplicates = sorted({label for label in label_list if label_list.count(label) > 1})
         raise ValueError(f"labels must be unique; repeated: {duplicates}")
@@ -102,8 +102,9 @@ def multilabel_metrics(
     """F1 (micro, macro, samples), precision, recall, Hamming loss, subset accuracy and ROC AUC as plain JSON.
 
     y_true: (N, L) 0/1; probs: (N, L) in [0, 1]; predictions: (N, L) bool decisions, L == len(labels).
-    F1 follows scikit-learn with zero_division=0: in macro-F1 a label that is neither true nor predicted in
-    any row counts as 0, and in samples-F1 so does a row with no true and no predicted label. ROC AUC is the
+    Micro- and macro-F1 follow scikit-learn with zero_division=0, as published multi-label figures do: in macro-F1
+    a label that is neither true nor predicted in any row counts as 0. Samples-F1 scores a row with no true and no
+    predicted label as 1 (zero_division=1): with data.allow_empty, "no label" is a right answer. ROC AUC is the
     macro average over the labels whose column holds both classes (the rest are listed in `roc_auc_skipped`);
     `roc_auc_micro` pools every cell. `per_label` also carries the TN/FP/FN/TP counts for the confusion plot.
     """
@@ -144,7 +145,7 @@ def multilabel_metrics(
         "labels": label_list,
         "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
         "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
-        "samples_f1": float(f1_score(y, pred, average="samples", zero_division=0)),
+        "samples_f1": float(f1_score(y, pred, average="samples", zero_division=1.0)),
         "micro_precision": float(precision_score(y, pred, average="micro", zero_division=0)),
         "micro_recall": float(recall_score(y, pred, average="micro", zero_division=0)),
         "hamming_loss": float(hamming_loss(y, pred)),

@@ -61,7 +61,8 @@ class MultiLabelCodec:
         """Build the codec of an encoding from the training rows' label sets (`words`: see LabelCodec.fit)."""
         if encoding not in ENCODINGS:
             raise NeogenError(f"unknown multi-label encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
-        sets = [tuple(sorted(s)) for s in label_sets]
+        # Stripped as LabelCodec.fit strips its names, so that label j and token j stay the same label.
+        sets = [tuple(sorted({str(label).strip() for label in s})) for s in label_sets]
         labels = sorted({label for s in sets for label in s})
         if len(labels) < 2:
             raise NeogenError(f"multi-label classification needs at least two labels, found {labels}")
@@ -69,9 +70,15 @@ class MultiLabelCodec:
             if words:
                 raise NeogenError("label words name single labels; the powerset encoding gives a token to each label "
                                   "set, so use independent or yes_no, or drop data.label_words")
-            names = sorted({label_key(s) or NO_LABEL for s in sets})
-            classes = LabelCodec.fit(names, tokenizer, separator)
-            combinations = [[] if name == NO_LABEL else name_set(name, labels) for name in classes.labels]
+            by_name: dict[str, tuple[str, ...]] = {}
+            for s in sets:  # each class keeps the set it came from: its name is for people, not to be split back
+                name = label_key(s) or NO_LABEL
+                if by_name.setdefault(name, s) != s:
+                    raise NeogenError(f"the label sets {list(by_name[name])} and {list(s)} would share the powerset "
+                                      f"class {name!r} (a label holds ',' or is named {NO_LABEL!r}); rename that "
+                                      "label, or use the independent or yes_no encoding")
+            classes = LabelCodec.fit(list(by_name), tokenizer, separator)
+            combinations = [list(by_name[name]) for name in classes.labels]
             return cls(encoding, labels, classes, combinations=combinations, allow_empty=allow_empty)
         classes = LabelCodec.fit(labels, tokenizer, separator, words=words)
         if encoding == "independent":
@@ -99,13 +106,13 @@ class MultiLabelCodec:
         """The (L,) 0/1 vector of a label set; an unknown label raises KeyError."""
         row = [0.0] * len(self.labels)
         for label in labels:
-            row[self._index[label]] = 1.0
+            row[self._index[str(label).strip()]] = 1.0
         return row
 
     def class_index(self, labels: Sequence[str]) -> int | None:
         """Powerset: the class of a label set, None for a set not seen in training."""
         try:
-            return self.classes.index(label_key(labels) or NO_LABEL)
+            return self.classes.index(label_key([str(label).strip() for label in labels]) or NO_LABEL)
         except KeyError:
             return None
 
@@ -138,17 +145,6 @@ class MultiLabelCodec:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def name_set(name: str, labels: list[str]) -> list[str]:
-    """Powerset: the label set named by a class (its labels joined by ',' ), split back against the known labels."""
-    known = set(labels)
-    if name in known:
-        return [name]
-    parts = name.split(",")
-    if all(p in known for p in parts):
-        return parts
-    raise NeogenError(f"cannot split the label set {name!r} into known labels; labels must not contain ','")
 
 
 def load_codec(path: str | Path, tokenizer: Any | None = None) -> LabelCodec | MultiLabelCodec:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,11 +197,13 @@ def detect_columns(
     label_column: str | None = None,
     multi_label: bool | None = None,
     label_separator: str | None = None,
+    known_labels: Iterable[str] = (),
 ) -> ColumnChoice:
     """Choose the text and label columns: the user's names when given, else free text vs. few distinct values.
 
     `multi_label` None detects the multi-label shapes; False reads one label per row; True requires labels sets
-    (a label column without a separator then gives one-label sets).
+    (a label column without a separator then gives one-label sets). `known_labels` (a trained run's) count as
+    whole values when a separator is detected, so a test file whose every row holds several labels is split too.
     """
     if not records:
         raise DataError(path, None, "no rows", "the file needs a header and at least one data row")
@@ -274,7 +276,7 @@ def detect_columns(
         reasons.append("multi-label: the label column holds lists")
         return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
     if multi_label is not False:
-        separator = label_separator or _detect_separator([str(v) for v in values if v is not None])
+        separator = label_separator or _detect_separator([str(v) for v in values if v is not None], known_labels)
         if separator is not None:
             reasons.append(f"multi-label: labels joined by '{separator}'" + ("" if label_separator else
                            f" ({sum(separator in str(v) for v in values)} rows hold several)"))
@@ -356,14 +358,14 @@ def _flag(value: Any) -> bool | None:
     return True if text in TRUE_VALUES else False if text in FALSE_VALUES else None
 
 
-def _detect_separator(values: list[str]) -> str | None:
+def _detect_separator(values: list[str], known: Iterable[str] = ()) -> str | None:
     """The separator joining several labels in one cell, if any.
 
     A separator must split some values into parts most of which also occur as whole values elsewhere, so a label
     with commas ("Washington, D.C." beside "Washington") is not mistaken for a label set; a few parts may occur
     only in sets (a rare label never given alone).
     """
-    whole = set(v.strip() for v in values)
+    whole = {v.strip() for v in values} | {str(k).strip() for k in known}
     best, best_count = None, 0
     for sep in SEPARATORS:
         joined = [v for v in values if sep in v]
@@ -383,10 +385,11 @@ def load_examples(
     multi_label: bool | None = None,
     label_separator: str | None = None,
     allow_empty: bool = False,
+    known_labels: Iterable[str] = (),
 ) -> tuple[list[Example], ColumnChoice]:
     """Read a labeled table into examples. A missing label is an error naming the line, never a silent drop."""
     records = list(read_records(path))
-    choice = detect_columns(path, records, text_column, label_column, multi_label, label_separator)
+    choice = detect_columns(path, records, text_column, label_column, multi_label, label_separator, known_labels)
     examples = []
     for line, record in records:
         if choice.text not in record:  # JSONL: a missing field is a mistake to show, not an empty text to drop

@@ -209,6 +209,8 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | No
     state = None
     if tracked:
         options = {"chunk_size": chunk_size, "batch_size": classifier.batch_size}
+        if classifier.max_batch_tokens is not None:  # absent when unset, as in progress files written before it
+            options["max_batch_tokens"] = classifier.max_batch_tokens
         field = text_field or "text or prompt"
         state = begin(src, dst, rejects, identity(src, run_dir, classifier.labels, field, rejects), options, resume)
         state.save(sidecar)

@@ -48,6 +48,14 @@ def test_nothing_to_fit_on_keeps_t_one(caplog):
     assert fitted.temperature == 1.0 and "cannot pin a temperature down" in caplog.text
 
 
+def test_fit_to_the_largest_temperature_keeps_it(caplog):
+    y, probs = overconfident(sharpen=40.0)  # far beyond what the bound of 20 can undo
+    with caplog.at_level(logging.WARNING, logger="neogen"):
+        fitted = fit_temperature(y, probs, split="valid")
+    assert fitted.temperature == pytest.approx(20.0, rel=0.01) and "largest temperature" in caplog.text
+    assert fitted.log_loss_after < fitted.log_loss_before
+
+
 def test_save_load_round_trip(tmp_path):
     y, probs = overconfident(n=500)
     fitted = fit_temperature(y, probs, split="valid")

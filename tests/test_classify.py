@@ -37,6 +37,20 @@ def test_batches_hold_batch_size_rows_unless_a_token_budget_is_given(clf):
     assert budgeted._batches(lengths) == [[0], [1, 2], [3, 4]]  # 30 alone, 2 x 20 <= 45, 2 x 10 <= 45
 
 
+def test_load_takes_a_token_budget_that_changes_batches_not_scores(clf, tiny_run):
+    budgeted = Classifier.load(tiny_run, batch_size=8, max_batch_tokens=40)
+    assert budgeted.max_batch_tokens == 40
+    batches = budgeted._batches([len(p) for p in budgeted.encoder(TEXTS)])
+    assert len(batches) > 1 and sorted(i for b in batches for i in b) == list(range(len(TEXTS)))
+    np.testing.assert_allclose(budgeted.predict_proba(TEXTS).probs, clf.predict_proba(TEXTS).probs, atol=1e-5)
+
+
+def test_batch_sizes_below_one_are_refused_with_both_problems(clf):
+    with pytest.raises(NeogenError, match=r"batch_size must be at least 1, got 0; max_batch_tokens must be at least "
+                                          r"1, got -5 \(fix"):
+        Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=0, max_batch_tokens=-5)
+
+
 def test_batching_and_sorting_do_not_change_scores(clf):
     together = clf.predict_proba(TEXTS)
     assert together.probs.shape == (len(TEXTS), 4) and together.label_mass.shape == (len(TEXTS),)

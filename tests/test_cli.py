@@ -72,7 +72,13 @@ def test_classify_score_and_eval_agree(cli_run):
     neogen("eval", str(run), str(test), "--out", str(cli_run / "ev"))
     metrics = json.loads((cli_run / "ev" / "metrics.json").read_text())
 
-    assert [c["label"] for c in classified] == [s["label"] for s in scored]
+    budgeted_out = neogen("score", str(run), str(test), "-", "--text-field", "prompt", "--no-progress",
+                          "--batch-size", "8", "--max-batch-tokens", "16").stdout  # longer prompts go alone
+    budgeted = [json.loads(line) for line in budgeted_out.splitlines()]
+
+    assert [c["label"] for c in classified] == [s["label"] for s in scored] == [b["label"] for b in budgeted]
+    for s, b in zip(scored, budgeted, strict=True):
+        assert s["scores"] == pytest.approx(b["scores"], abs=1e-5)
     for c, s in zip(classified, scored, strict=True):
         assert c["scores"] == pytest.approx(s["scores"], abs=1e-5)
         assert sum(s["scores"].values()) == pytest.approx(1.0, abs=1e-6)
@@ -191,7 +197,7 @@ def test_eval_refuses_threshold_tuning_on_a_single_label_run(cli_run, capsys):
 def test_score_sizes_must_be_positive(capsys):
     from neogen.cli import parse_args
 
-    for option in ("--chunk-size", "--batch-size"):
+    for option in ("--chunk-size", "--batch-size", "--max-batch-tokens"):
         with pytest.raises(SystemExit):
             parse_args(["score", "run", "in.jsonl", "out.jsonl", option, "0"])
         assert "'0': expected a whole number of at least 1" in capsys.readouterr().err

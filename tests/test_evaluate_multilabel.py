@@ -48,8 +48,8 @@ def test_hand_computed_values() -> None:
     assert m["micro_recall"] == pytest.approx(3 / 5)
     assert m["micro_f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
-    # Rows: 2/3, 2/3, 2/3 and 0 for the empty row (zero_division=0).
-    assert m["samples_f1"] == pytest.approx(0.5)
+    # Rows: 2/3, 2/3, 2/3, and 1 for the empty row predicted empty (a right answer).
+    assert m["samples_f1"] == pytest.approx(0.75)
     assert m["hamming_loss"] == pytest.approx(3 / 12)
     assert m["subset_accuracy"] == pytest.approx(1 / 4)  # only the empty row matches exactly
     assert m["roc_auc"] == pytest.approx((1 + 0.75 + 2 / 3) / 3)
@@ -95,7 +95,8 @@ def test_single_class_columns_are_left_out_of_auc() -> None:
     m = multilabel_metrics(none, np.full((2, 2), 0.3), none.astype(bool), ["on", "off"])
     assert m["roc_auc"] is None
     assert m["roc_auc_micro"] is None
-    assert m["micro_f1"] == 0.0
+    assert m["micro_f1"] == 0.0  # scikit-learn's convention, as published figures use
+    assert m["samples_f1"] == 1.0  # every row rightly empty
 
 
 @pytest.mark.parametrize(
@@ -103,6 +104,7 @@ def test_single_class_columns_are_left_out_of_auc() -> None:
     [
         (Y, PROBS, PRED, ["joy", "anger"], r"y_true must be 2-D \(N, 2\)"),
         (Y, PROBS, PRED, ["joy", "joy", "fear"], r"repeated: \['joy'\]"),
+        (Y[:, :1], PROBS[:, :1], PRED[:, :1], ["joy"], r"at least 2 labels .* got \['joy'\]"),
         (Y[0], PROBS[0], PRED[0], LABELS, "y_true must be 2-D"),
         (Y[:0], PROBS[:0], PRED[:0], LABELS, "empty"),
         (Y * 2, PROBS, PRED, LABELS, "y_true must hold only 0/1 values; 5 cell"),
@@ -158,7 +160,7 @@ def test_format_multilabel_metrics() -> None:
     text = format_multilabel_metrics(multilabel_metrics(y, PROBS, PRED, LABELS))
     lines = text.splitlines()
     assert lines[0] == (
-        "n=4  micro-F1=0.7500  macro-F1=0.5556  samples-F1=0.5833  ROC AUC=0.8750  Hamming loss=0.1667  "
+        "n=4  micro-F1=0.7500  macro-F1=0.5556  samples-F1=0.8333  ROC AUC=0.8750  Hamming loss=0.1667  "
         "subset accuracy=0.5000"
     )
     assert "rows with no predicted label: 1" in lines[1]

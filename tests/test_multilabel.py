@@ -44,6 +44,32 @@ def test_powerset_codec_maps_each_seen_set_to_one_token(gpt2_bpe, tmp_path):
     assert load_codec(tmp_path / "labels.json", gpt2_bpe) == codec
 
 
+def test_powerset_keeps_labels_with_commas_whole(gpt2_bpe):
+    sets = [("Texas", "Washington, D.C."), ("Texas",), ("Washington, D.C.",)]
+    codec = MultiLabelCodec.fit(sets, gpt2_bpe, "powerset")
+    assert codec.labels == ["Texas", "Washington, D.C."]
+    assert dict(zip(codec.classes.labels, codec.combinations, strict=True)) == {
+        "Texas": ["Texas"], "Texas,Washington, D.C.": ["Texas", "Washington, D.C."],
+        "Washington, D.C.": ["Washington, D.C."]}
+    assert codec.class_index(["Washington, D.C.", "Texas"]) == codec.classes.labels.index("Texas,Washington, D.C.")
+
+
+def test_powerset_refuses_sets_that_would_share_a_class(gpt2_bpe):
+    with pytest.raises(NeogenError, match=r"\['a', 'b'\] and \['a,b'\] would share the powerset class 'a,b'"):
+        MultiLabelCodec.fit([("a", "b"), ("a,b",), ("a",)], gpt2_bpe, "powerset")
+    with pytest.raises(NeogenError, match=r"would share the powerset class '\(none\)'"):
+        MultiLabelCodec.fit([(), ("(none)",), ("a",)], gpt2_bpe, "powerset", allow_empty=True)
+
+
+@pytest.mark.parametrize("encoding", ["independent", "yes_no", "powerset"])
+def test_labels_are_stripped_so_columns_and_tokens_agree(gpt2_bpe, encoding):
+    codec = MultiLabelCodec.fit([(" toxic",), ("insult",), ("insult", " toxic")], gpt2_bpe, encoding)
+    assert codec.labels == ["insult", "toxic"]
+    assert codec.multi_hot([" toxic"]) == [0.0, 1.0]
+    if encoding != "powerset":
+        assert codec.classes.labels == codec.labels  # token j is label j's
+
+
 def test_yes_no_codec_uses_single_token_answers(gpt2_bpe):
     codec = MultiLabelCodec.fit(SETS, gpt2_bpe, "yes_no")
     assert codec.answers == [" yes", " no"]
@@ -197,3 +223,32 @@ def test_powerset_marginals_stay_fp32_and_within_0_1_under_autocast(gpt2_bpe):
     assert marginals.dtype == torch.float32 and marginals.max() <= 1.0 and marginals.min() >= 0.0
     expected = torch.softmax(logits.double(), -1) @ torch.as_tensor(codec.membership()).double()
     torch.testing.assert_close(marginals.double(), expected.clamp(0, 1), rtol=1e-6, atol=1e-6)
+
+
+def test_a_run_without_thresholds_keeps_its_rule_and_eval_splits_label_sets_as_training(tiny_neo, tmp_path):
+    import json
+
+    from conftest import toy_multilabel_rows, write_csv
+
+    from neogen.classify import Classifier
+    from neogen.cli import main
+    from neogen.recipe import Recipe
+    from neogen.train import train
+
+    csv = write_csv(tmp_path / "toy.csv", toy_multilabel_rows(36))
+    run = train(Recipe.from_dict({
+        "model": {"name": tiny_neo}, "lora": {"r": 4, "alpha": 8},
+        "data": {"train": str(csv), "valid_ratio": 0.25, "test_ratio": 0.25, "shuffle": True},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 5e-3, "max_length": 32, "precision": "fp32"},
+        "multilabel": {"encoding": "independent", "at_least_one": False},
+        "output_dir": str(tmp_path / "run"),
+    }))
+    (run / "thresholds.json").unlink()
+    clf = Classifier.load(run)
+    assert clf.thresholds.tuned_on is None and clf.thresholds.at_least_one is False  # the recipe's, not the default
+
+    # Every row holds two labels, so no value of the file alone shows that ';' joins labels; the run's labels do.
+    pairs = write_csv(tmp_path / "pairs.csv", [row for row in toy_multilabel_rows(12) if ";" in row[1]])
+    assert main(["eval", str(run), str(pairs), "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 6 and metrics["label_cardinality"]["true"] == 2.0

@@ -183,3 +183,18 @@ def test_rewriting_from_stdin_drops_the_progress_file(clf, tmp_path, monkeypatch
     assert not progress_path(str(out)).exists() and out.read_text().count("\n") == 1
     with pytest.raises(NeogenError, match=r"progress\.json does not"):
         score(clf, src, out, resume=True)
+
+
+def test_resuming_with_other_batch_options_warns_and_finishes(clf, tmp_path, monkeypatch, caplog):
+    src = write_lines(tmp_path / "in.jsonl", ROWS)
+    out = tmp_path / "out.jsonl"
+    with monkeypatch.context() as m:
+        crash_after(m, clf, 2)
+        with pytest.raises(RuntimeError):
+            score(clf, src, out)
+    assert json.loads(progress_path(str(out)).read_text())["options"] == {"chunk_size": 3, "batch_size": 2}
+    budgeted = Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=2, max_batch_tokens=64)
+    with caplog.at_level(logging.WARNING, logger="neogen"):
+        stats = score(budgeted, src, out, resume=True)
+    assert "'max_batch_tokens': 64" in caplog.text and "may differ from an uninterrupted run" in caplog.text
+    assert stats.scored == len(ROWS) and out.read_text().count("\n") == len(ROWS)
