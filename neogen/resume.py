@@ -176,8 +176,17 @@ def resumable(trainer_class: type) -> type:
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:
                 seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, seed)
+                sampler = self._length_sampler = EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, seed)
             return sampler
+
+        def _run_epoch(self, model: Any, epoch: int, *args: Any, **kwargs: Any) -> Any:
+            # Trainer's own set_epoch calls reach the sampler through at most two wrappers. Under DDP, a run resumed
+            # mid-epoch has three (skipped batches, rank shard, batches), and the sampler kept epoch 0: the resumed
+            # epoch >= 1 then finished epoch 0's order. Told directly, it replays the epoch it stopped in.
+            sampler = getattr(self, "_length_sampler", None)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            return super()._run_epoch(model, epoch, *args, **kwargs)
 
         def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
             super()._load_optimizer_and_scheduler(checkpoint)

@@ -164,6 +164,9 @@ def write(f: IO[Any], text: str) -> int:
 
 def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: World) -> None:
     """Refuse what cannot work before a model is loaded: clear errors, each with its fix."""
+    if rejects == "-":
+        raise NeogenError("--rejects needs a file path: '-' would mix the rejected lines into the output stream "
+                          "(fix: e.g. --rejects rejects.jsonl)")
     files = [p for p in (src, dst, rejects) if p and p != "-"]
     if len({os.path.realpath(p) for p in files}) < len(files):
         raise NeogenError(f"input, output and rejects must be different files, got {src}, {dst}, {rejects} "

@@ -82,7 +82,7 @@ def identity(src: str, run_dir: str | Path | None, labels: list[str], text_field
     st = os.stat(src)
     run: dict[str, Any] = {"labels_sha256": hashlib.sha256(json.dumps(labels).encode()).hexdigest()}
     if run_dir is not None:
-        run_dir = Path(run_dir).resolve()
+        run_dir = Path(run_dir).expanduser().resolve()
         # labels.json for the label set; the files that turn logits into answers (tuned thresholds, calibration,
         # recipe); the adapter files' sizes and mtimes, which catch a retrain into the same folder.
         settings = [[name, _sha256_file(run_dir / name)] for name in SETTINGS if (run_dir / name).is_file()]
@@ -149,7 +149,8 @@ def begin(src: str, dst: str, rejects: str | None, ident: dict[str, Any], option
                            "uninterrupted run in the last digits", options, state.options)
         with open(src, "rb") as f:  # the recorded offset must sit at a line start, or the input is not the same
             f.seek(max(state.input_bytes - 1, 0))
-            if state.input_bytes and f.read(1) != b"\n":
+            at_end = state.input_bytes == os.fstat(f.fileno()).st_size  # the last line may lack its line break
+            if state.input_bytes and not at_end and f.read(1) != b"\n":
                 raise NeogenError(f"{src} has no line break at byte {state.input_bytes} recorded in {sidecar} "
                                   f"(fix: delete {dst} and {sidecar} to start over)")
         _cut(Path(dst), state.output_bytes, sidecar)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import IO
 
@@ -72,11 +73,22 @@ def merge_parts(target: str, column: int, indexes: list[Index]) -> None:
     size = len(indexes)
     order = sorted((entry[0], rank, entry[column]) for rank, index in enumerate(indexes) for entry in index)
     parts = [part_path(target, rank, size) for rank in range(size)]
-    with contextlib.ExitStack() as stack:
-        readers = [stack.enter_context(part.open("rb")) for part in parts]
-        out = stack.enter_context(open(target, "wb"))
-        for _, rank, n in order:
-            _copy(readers[rank], out, n, parts[rank])
+    # Into a temporary file, on disk before it takes the target's name and before the parts go: a merge stopped
+    # midway leaves the parts whole and no truncated output that looks finished.
+    tmp = Path(f"{target}.merging")
+    try:
+        with contextlib.ExitStack() as stack:
+            readers = [stack.enter_context(part.open("rb")) for part in parts]
+            out = stack.enter_context(open(tmp, "wb"))
+            for _, rank, n in order:
+                _copy(readers[rank], out, n, parts[rank])
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        logger.error("merging into %s failed; the parts %s are kept", target, ", ".join(str(p) for p in parts))
+        raise
     for part in parts:
         part.unlink()
 

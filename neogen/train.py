@@ -26,7 +26,15 @@ from neogen.errors import ConfigError, DataError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.imbalance import class_weights, weighted_mean
 from neogen.labels import LabelCodec
-from neogen.models import load_model, load_tokenizer, lora_targets, pinned_name, resolve_precision
+from neogen.models import (
+    attention_for_training,
+    cast_frozen_linears,
+    load_model,
+    load_tokenizer,
+    lora_targets,
+    pinned_name,
+    resolve_precision,
+)
 from neogen.multilabel import MultiLabelCodec, multilabel_loss
 from neogen.prepare import clean, data_report, format_report, prepared_words, split
 from neogen.prompt import PromptEncoder
@@ -248,11 +256,15 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, device)
     if recipe.model.quantization:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    replaced_attention = attention_for_training(model, recipe.train.batch_size, recipe.train.max_length, device)
+    head = model.get_output_embeddings()
     lora = recipe.lora
     model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
         target_modules=lora.target_modules or lora_targets(model),
         trainable_token_indices=completion_token_ids(codec) if lora.train_label_tokens else None))
+    if not recipe.model.quantization:
+        cast_frozen_linears(model, precision, keep=head)
     trainable, total = model.get_nb_trainable_parameters()
     logger.info("LoRA: %d trainable of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
 
@@ -336,6 +348,8 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         return run_dir  # under torchrun, rank 0 alone writes the adapter and evaluates
     model.save_pretrained(run_dir / ADAPTER_DIR)
     _keep_last_checkpoint(run_dir, trainer)
+    if replaced_attention:  # evaluated as Classifier.load will score it, so results.json matches `neogen eval`
+        model.set_attn_implementation(replaced_attention)
 
     from neogen.classify import Classifier
     from neogen.evaluate import classification_metrics, format_metrics, write_evaluation

@@ -93,3 +93,52 @@ def test_auto_precision_on_a_gpu_without_native_bf16_is_fp16(monkeypatch):
         cuda = torch.device("cuda", 0)
         assert (resolve_precision("auto", cuda), resolve_dtype("auto", cuda)) == expected, gpu
     assert resolve_precision("fp32", torch.device("cuda", 0)) == "fp32"
+
+
+def test_cpu_training_swaps_sdpa_for_eager_attention_only_where_its_scores_are_small(tiny_neo):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from neogen.models import EAGER_ATTENTION_BYTES, attention_for_training
+
+    def llama() -> LlamaForCausalLM:  # each with its own config: the swap sets the config's attention
+        return LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa"))
+
+    cpu = torch.device("cpu")
+    small = llama()
+    assert attention_for_training(small, batch_size=8, max_length=128, device=cpu) == "sdpa"
+    assert small.config._attn_implementation == "eager"
+    too_long = int((EAGER_ATTENTION_BYTES / (8 * 4 * 2 * 8)) ** 0.5) + 1  # batch 8, 4 heads, 2 layers, 8 bytes
+    large = llama()
+    assert attention_for_training(large, batch_size=8, max_length=too_long, device=cpu) is None
+    assert large.config._attn_implementation == "sdpa"
+    on_gpu = llama()
+    assert attention_for_training(on_gpu, batch_size=8, max_length=128, device=torch.device("cuda")) is None
+    neo = load_model(tiny_neo, device=cpu)  # GPT-Neo has no SDPA: nothing to swap
+    assert attention_for_training(neo, batch_size=8, max_length=128, device=cpu) is None
+
+
+def test_frozen_linears_cast_once_give_the_same_logits_and_keep_lora_and_head(tiny_neo):
+    from peft import LoraConfig, get_peft_model
+
+    from neogen.models import cast_frozen_linears
+
+    model = load_model(tiny_neo, device=torch.device("cpu"))
+    head = model.get_output_embeddings()
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=lora_targets(model),
+                                             task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # a trained-looking adapter, so LoRA shows in the logits
+    ids = torch.tensor([[10, 20, 30, 40], [50, 60, 70, 80]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(input_ids=ids).logits
+    assert cast_frozen_linears(model, "fp32", keep=head) == 0
+    cast = cast_frozen_linears(model, "bf16", keep=head)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)  # autocast cast the same weights the same way
+    assert cast == 2 * 6  # per layer: q, k, v, out, fc, proj (2 layers)
+    assert head.weight.dtype == torch.float32
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)

@@ -64,6 +64,8 @@ def test_missing_input_or_output_folder_is_refused_before_loading(tmp_path):
     with pytest.raises(NeogenError, match=r"the rejects file's folder"):
         check_options(str(src), "-", str(tmp_path / "nowhere" / "rej.jsonl"), False, world)
     check_options(str(src), str(tmp_path / "out.jsonl"), None, False, world)
+    with pytest.raises(NeogenError, match=r"--rejects needs a file path"):
+        check_options(str(src), str(tmp_path / "out.jsonl"), "-", False, world)
 
 
 def test_malformed_line_stops_with_file_and_line(clf, tmp_path):

@@ -198,3 +198,34 @@ def test_resuming_with_other_batch_options_warns_and_finishes(clf, tmp_path, mon
         stats = score(budgeted, src, out, resume=True)
     assert "'max_batch_tokens': 64" in caplog.text and "may differ from an uninterrupted run" in caplog.text
     assert stats.scored == len(ROWS) and out.read_text().count("\n") == len(ROWS)
+
+
+def test_a_run_killed_after_its_last_chunk_resumes_on_an_input_without_a_final_line_break(clf, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(row) for row in ROWS[:5]))  # no line break after the last line
+    out = tmp_path / "out.jsonl"
+    unlink = Path.unlink
+
+    def killed_before_the_progress_file_goes(self, *args, **kwargs):
+        if self.name.endswith(".progress.json"):
+            raise KeyboardInterrupt
+        return unlink(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", killed_before_the_progress_file_goes)
+        with pytest.raises(KeyboardInterrupt):
+            score(clf, src, out)
+    assert progress_path(str(out)).exists()
+    stats = score(clf, src, out, resume=True)  # every line was scored: nothing to do but finish
+    assert stats.scored == 5 and out.read_text().count("\n") == 5 and not progress_path(str(out)).exists()
+
+
+def test_a_run_directory_given_with_a_tilde_is_the_same_run(tiny_run, tmp_path, monkeypatch):
+    from neogen.score_progress import identity
+
+    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints", "last"))
+    src = write_lines(tmp_path / "in.jsonl", ROWS[:2])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert identity(str(src), "~/run", ["a"], "text", None) == identity(str(src), run, ["a"], "text", None)

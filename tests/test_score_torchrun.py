@@ -41,6 +41,29 @@ def test_parts_merge_to_the_single_process_bytes(clf, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "one.jsonl", "one.rej", "out.jsonl", "rej.jsonl"]
 
 
+def test_a_merge_that_fails_midway_keeps_the_parts_and_writes_no_output(clf, tmp_path, monkeypatch):
+    import neogen.score_shards as shards
+
+    src = write_lines(tmp_path / "in.jsonl", ROWS)
+    out = str(tmp_path / "out.jsonl")
+    indexes = [score_part(clf, str(src), out, "text", None, 2, False, World(rank, 2, rank))[1] for rank in range(2)]
+    real, calls = shards._copy, []
+
+    def copy_then_fail(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return real(*args)
+
+    monkeypatch.setattr(shards, "_copy", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        merge_parts(out, 1, indexes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl.part-0-of-2", "out.jsonl.part-1-of-2"]
+    monkeypatch.setattr(shards, "_copy", real)
+    merge_parts(out, 1, indexes)  # the kept parts merge once the disk has room
+    assert (tmp_path / "out.jsonl").read_text().count("\n") == len(ROWS)
+
+
 def test_malformed_line_names_the_input_line_on_any_rank(clf, tmp_path):
     src = write_lines(tmp_path / "in.jsonl", BAD_ROWS)
     out = str(tmp_path / "out.jsonl")

@@ -235,3 +235,28 @@ def test_save_steps_must_fit_validation(tiny_neo, tmp_path):
         resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=0)
     with pytest.raises(ConfigError, match=r"train.save_steps: with a validation split .* train.eval_steps=4"):
         train(resume_recipe(tiny_neo, tmp_path, tmp_path / "run", save_steps=4, eval_steps=None))
+
+
+def test_every_epoch_reaches_the_length_sampler_however_deep_the_loader_wraps_it(monkeypatch):
+    """Under DDP a run resumed mid-epoch wraps the sampler three deep, past Trainer's own set_epoch calls."""
+    from transformers import Trainer
+
+    from neogen.resume import resumable
+
+    assert hasattr(Trainer, "_run_epoch")  # the per-epoch hook this relies on exists in this transformers
+    sampler_epochs = []
+    monkeypatch.setattr(Trainer, "_run_epoch",
+                        lambda self, model, epoch, *args, **kwargs: sampler_epochs.append(self._length_sampler.epoch))
+    trainer_class = resumable(Trainer)
+    trainer = object.__new__(trainer_class)  # only _run_epoch runs: no model needed
+
+    class Sampler:
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+    trainer._length_sampler = Sampler()
+    for epoch in (1, 2):
+        trainer._run_epoch(None, epoch, "loader", 3, 3, None, None, 0.0, "checkpoint-4", 1, 1)
+    assert sampler_epochs == [1, 2]
