@@ -62,7 +62,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from neogen.classify import Classifier
     from neogen.labels import LabelCodec
-    from neogen.models import load_model, load_tokenizer, lora_targets, resolve_dtype, resolve_precision
+    from neogen.models import (
+        attention_for_training,
+        cast_frozen_linears,
+        load_model,
+        load_tokenizer,
+        lora_targets,
+        resolve_dtype,
+        resolve_precision,
+    )
     from neogen.prompt import PromptEncoder, prompt_text
     from neogen.train import CompletionCollator, _trainer_class, to_dataset
 
@@ -72,18 +80,25 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     codec = LabelCodec.fit([ex.label for ex in data["train"]], tokenizer)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision = resolve_precision(args.precision, device)
-    # neogen's model is prepared as neogen.train prepares it (tanh-GELU fused); the tutorial's is from_pretrained's.
-    model = load_model(args.model_dir, "auto", None, device) if args.worker == "neogen" else \
+    # neogen's model is prepared as neogen.train prepares it (tanh-GELU fused; on the CPU eager attention where it
+    # is small; frozen weights cast once for autocast); the tutorial's is from_pretrained's.
+    neogen = args.worker == "neogen"
+    model = load_model(args.model_dir, "auto", None, device) if neogen else \
         stock_model(args.model_dir, device, resolve_dtype("auto", device))
+    if neogen:
+        attention_for_training(model, args.batch_size, args.max_length, device)
+    head = model.get_output_embeddings()
     model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
                                              target_modules=lora_targets(model), task_type="CAUSAL_LM"))
+    if neogen:
+        cast_frozen_linears(model, precision, keep=head)
     common = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=args.epochs,
                   per_device_train_batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=0.06,
                   bf16=precision == "bf16", fp16=precision == "fp16",
                   use_cpu=device.type == "cpu", save_strategy="no", report_to=[], logging_steps=10_000, seed=0,
                   disable_tqdm=True, dataloader_num_workers=0)
     encoder = PromptEncoder(tokenizer, args.max_length, codec.separator)
-    if args.worker == "neogen":
+    if neogen:
         trainer = _trainer_class()(
             model=model, args=TrainingArguments(**common, remove_unused_columns=False, label_names=["labels"],
                                                 train_sampling_strategy="group_by_length"),
