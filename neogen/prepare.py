@@ -6,6 +6,7 @@ how long the prompts are in tokens, and which labels needed a single-token alias
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -178,6 +179,7 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabel
         "columns": None if choice is None else {"text": choice.text, "label": choice.label, "why": choice.reason},
         "cleaning": None if cleaning is None else cleaning.to_dict(),
         "rows": {name: len(part) for name, part in splits.items()},
+        "rows_sha256": rows_sha256(splits),
         "classes": dict(sorted(counts.items())),
         "imbalance_ratio": round(max(counts.values()) / min(counts.values()), 2) if counts else None,
         "prompt_tokens": {f"p{p}": int(np.percentile(lengths, p)) for p in (50, 90, 95, 99)}
@@ -189,6 +191,18 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabel
         "completions": dict(zip(_classes(codec).labels, _classes(codec).completions, strict=True)),
         "label_sets": _label_sets(splits, codec) if codec.multi_label else None,
     }
+
+
+def rows_sha256(splits: dict[str, list[Example]]) -> dict[str, str]:
+    """Per split, a digest of its rows (text and label or label set) in order: a resumed run must see the same."""
+    digests = {}
+    for name, part in splits.items():
+        digest = hashlib.sha256()
+        for ex in part:
+            row = [ex.text, ex.label if ex.labels is None else list(ex.labels)]
+            digest.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+        digests[name] = digest.hexdigest()
+    return digests
 
 
 def _classes(codec: LabelCodec | MultiLabelCodec) -> LabelCodec:

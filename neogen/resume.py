@@ -20,6 +20,7 @@ from neogen import distributed
 from neogen.errors import ConfigError, NeogenError
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
+from neogen.prepare import rows_sha256
 from neogen.read import Example
 from neogen.recipe import Recipe, load_yaml
 from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE
@@ -114,9 +115,15 @@ def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, split
     report = run_dir / DATA_REPORT_FILE
     rows = {name: len(part) for name, part in splits.items()}
     if report.is_file():
-        saved_rows = json.loads(report.read_text(encoding="utf-8")).get("rows")
+        saved = json.loads(report.read_text(encoding="utf-8"))
+        saved_rows, saved_digests = saved.get("rows"), saved.get("rows_sha256")  # digests: runs since 2026-12
         if saved_rows is not None and saved_rows != rows:
             changed.append(f"rows per split: {saved_rows} in the run, {rows} now")
+        elif saved_digests is not None:
+            digests = rows_sha256(splits)
+            changed += [f"the {name} split's texts or labels (same number of rows, other contents or order)"
+                        for name in sorted(saved_digests.keys() | digests.keys())
+                        if saved_digests.get(name) != digests.get(name)]
     if changed:
         _refuse_resume(run_dir, f"other data ({CODEC_FILE}, data_report.json)", changed)
 

@@ -159,6 +159,20 @@ def test_resume_refuses_changed_data(tiny_neo, tmp_path, interrupted):
         (run / "recipe.yaml").write_text((run / "recipe.yaml").read_text().replace(str(csv), str(data_dir / "toy.csv")))
 
 
+def test_resume_refuses_the_same_number_of_rows_with_other_contents(tiny_neo, interrupted):
+    data_dir, run = interrupted
+    csv = data_dir / "toy.csv"
+    original = csv.read_text()
+    rows = toy_rows(12)
+    rows[0] = ("an edited first question about " + rows[0][0], rows[0][1])  # same label, same number of rows
+    write_csv(csv, rows)
+    try:
+        with pytest.raises(NeogenError, match=r"the \w+ split's texts or labels \(same number of rows"):
+            train(resume_recipe(tiny_neo, data_dir, run), resume=True)
+    finally:
+        csv.write_text(original)
+
+
 def test_resume_refuses_another_number_of_processes(tiny_neo, interrupted, monkeypatch):
     data_dir, run = interrupted
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under torchrun --nproc_per_node 2; the checkpoint had 1 process
