@@ -99,9 +99,13 @@ def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str | 
     distributed.init(world)
     if world.is_main:
         forget(dst)
-    stats, index = score_part(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
+    failure: Exception | None = None
     try:
-        gathered = distributed.all_gather((stats, index), world)  # the barrier: every part is complete after it
+        stats, index = score_part(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
+    except Exception as e:  # its parts are gone; it still joins the gather, so no rank waits on it (NCCL would)
+        failure, stats, index = e, ScoreStats(), []
+    try:  # the barrier: every part is complete (or removed) after it
+        gathered = distributed.all_gather((stats, index, None if failure is None else str(failure)), world)
     except BaseException as e:
         for target in (dst, rejects):
             if target:
@@ -110,14 +114,24 @@ def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str | 
             raise NeogenError(f"rank {world.rank}: another of the {world.size} processes stopped before the end, "
                               f"so nothing was merged into {dst} (fix: see that process's error above)") from None
         raise
+    if failure is not None:
+        raise failure  # this rank's own error, with its file:line
+    failed = [(rank, error) for rank, (_, _, error) in enumerate(gathered) if error is not None]
+    if failed:
+        for target in (dst, rejects):
+            if target:
+                part_path(target, world.rank, world.size).unlink(missing_ok=True)
+        rank, error = failed[0]
+        raise NeogenError(f"rank {world.rank}: rank {rank} of {world.size} failed, so nothing was merged into {dst} "
+                          f"(fix: see its error: {error})")
     if not world.is_main:
         return stats
-    indexes = [index for _, index in gathered]
+    indexes = [index for _, index, _ in gathered]
     merge_parts(dst, 1, indexes)
     if rejects:
         merge_parts(rejects, 2, indexes)
     total = ScoreStats()
-    for rank_stats, _ in gathered:
+    for rank_stats, _, _ in gathered:
         total.add(rank_stats)
     logger.info("merged %d parts into %s", world.size, dst)
     if total.rejected:

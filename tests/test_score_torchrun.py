@@ -64,6 +64,31 @@ def test_a_merge_that_fails_midway_keeps_the_parts_and_writes_no_output(clf, tmp
     assert (tmp_path / "out.jsonl").read_text().count("\n") == len(ROWS)
 
 
+def test_a_rank_whose_peer_failed_removes_its_parts_and_merges_nothing(clf, tmp_path, monkeypatch):
+    from neogen import distributed, score_shards
+
+    src = write_lines(tmp_path / "in.jsonl", BAD_ROWS)
+    out, rej = str(tmp_path / "out.jsonl"), str(tmp_path / "rej.jsonl")
+    sent = []
+
+    def gather(obj, world):  # rank 1 failed at line 4 of the input, and joined the gather to say so
+        sent.append(obj)
+        return [obj, (None, [], f"{src}:4: not JSON")]
+
+    monkeypatch.setattr(distributed, "init", lambda world: None)
+    monkeypatch.setattr(distributed, "all_gather", gather)
+    with pytest.raises(NeogenError, match=r"rank 0: rank 1 of 2 failed, so nothing was merged .*in.jsonl:4: not JSON"):
+        score_shards.score_sharded(clf, str(src), out, "text", rej, 2, False, World(0, 2, 0))
+    assert sent[0][2] is None and sent[0][1]  # rank 0 scored its share and said so
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+    sent.clear()  # the failing rank itself: it joins the gather too, then raises its own error
+    with pytest.raises(DataError, match=r"in.jsonl:4: "):
+        score_shards.score_sharded(clf, str(src), out, "text", None, 2, False, World(1, 2, 1))
+    assert sent[0][1] == [] and "in.jsonl:4:" in sent[0][2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_malformed_line_names_the_input_line_on_any_rank(clf, tmp_path):
     src = write_lines(tmp_path / "in.jsonl", BAD_ROWS)
     out = str(tmp_path / "out.jsonl")
