@@ -12,6 +12,7 @@ Each method runs in its own process, so its peak resident memory is its own. Hel
 way for both: neogen's constrained one-token scoring of the test rows with the trained adapter.
 
     python bench/training.py --json bench/results/training-smollm2.json
+    python bench/training.py --seed 1 --json bench/results/training-smollm2-seed1.json      # another seed
     python bench/training.py --model gpt-neo-125m-random --rows 200 --test-rows 100   # speed only (random weights)
 
 Run it on an otherwise idle machine: other processes on the cores distort every figure.
@@ -74,7 +75,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from neogen.prompt import PromptEncoder, prompt_text
     from neogen.train import CompletionCollator, _trainer_class, to_dataset
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     data = rows(args)
     tokenizer = load_tokenizer(args.model_dir)
     codec = LabelCodec.fit([ex.label for ex in data["train"]], tokenizer)
@@ -95,7 +96,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     common = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=args.epochs,
                   per_device_train_batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=0.06,
                   bf16=precision == "bf16", fp16=precision == "fp16",
-                  use_cpu=device.type == "cpu", save_strategy="no", report_to=[], logging_steps=10_000, seed=0,
+                  use_cpu=device.type == "cpu", save_strategy="no", report_to=[], logging_steps=10_000, seed=args.seed,
                   disable_tqdm=True, dataloader_num_workers=0)
     encoder = PromptEncoder(tokenizer, args.max_length, codec.separator)
     if neogen:
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (the same for both methods)")
+    parser.add_argument("--seed", type=int, default=0, help="LoRA init, dropout and batch order (both methods)")
     parser.add_argument("--methods", default="neogen,tutorial")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
