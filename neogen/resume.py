@@ -83,7 +83,20 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
         _refuse_resume(run_dir, f"another recipe ({path})", changed)
     # Trainer saves one RNG state per process (rng_state_RANK.pth; rng_state.pth alone). Each optimizer step took
     # batch_size x grad_accum rows from every process, so the data position only carries over to as many processes.
-    saved_world = len(list(found[-1].glob("rng_state_*.pth"))) or 1
+    report = run_dir / DATA_REPORT_FILE
+    recorded = json.loads(report.read_text(encoding="utf-8")).get("processes") if report.is_file() else None
+    saved_world = recorded or len(list(found[-1].glob("rng_state_*.pth"))) or 1
+    if saved_world > 1:
+        # Rank 0 writes trainer_state.json without waiting for the other ranks' RNG states: a kill in between leaves
+        # a checkpoint that looks complete. Resume from the newest one that has every rank's.
+        whole = [cp for cp in found if all((cp / f"rng_state_{r}.pth").is_file() for r in range(saved_world))]
+        if not whole:
+            raise NeogenError(f"nothing to resume: no checkpoint in {run_dir / CHECKPOINTS_DIR} holds the RNG states "
+                              f"of all {saved_world} processes (fix: start the run afresh without --resume)")
+        if whole[-1] != found[-1]:
+            logger.warning("%s lacks some of the %d processes' RNG states (stopped while saving); resuming from %s",
+                           found[-1], saved_world, whole[-1])
+        found = whole
     world = distributed.world().size
     if saved_world != world:
         launch = f"torchrun --nproc_per_node {saved_world}" if saved_world > 1 else "a single process (no torchrun)"

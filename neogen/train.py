@@ -283,8 +283,9 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
         replace_file(run_dir / CODEC_FILE, codec.save)
         replace_file(run_dir / RECIPE_FILE, recipe.save)
-        replace_file(run_dir / DATA_REPORT_FILE,
-                 lambda path: path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
+        # With the number of processes, so a resume can tell a checkpoint missing a rank's RNG state from a smaller run.
+        replace_file(run_dir / DATA_REPORT_FILE, lambda path: path.write_text(
+            json.dumps({**report, "processes": world.size}, indent=2, ensure_ascii=False) + "\n"))
 
     has_valid = bool(splits["valid"])
     t = recipe.train

@@ -274,3 +274,25 @@ def test_every_epoch_reaches_the_length_sampler_however_deep_the_loader_wraps_it
     for epoch in (1, 2):
         trainer._run_epoch(None, epoch, "loader", 3, 3, None, None, 0.0, "checkpoint-4", 1, 1)
     assert sampler_epochs == [1, 2]
+
+
+def test_a_torchrun_checkpoint_missing_a_ranks_rng_state_is_passed_over(tiny_neo, interrupted, tmp_path, monkeypatch):
+    from neogen.resume import resume_point
+
+    data_dir, run = interrupted
+    copy = shutil.copytree(run, tmp_path / "run")
+    report = json.loads((copy / "data_report.json").read_text())
+    (copy / "data_report.json").write_text(json.dumps({**report, "processes": 2}))
+    older, newest = checkpoints(copy)[-2:]
+    for checkpoint, ranks in ((older, (0, 1)), (newest, (0,))):  # newest: rank 1 was killed before saving its RNG
+        state = checkpoint / "rng_state.pth"
+        for rank in ranks:
+            shutil.copy(state, checkpoint / f"rng_state_{rank}.pth")
+        state.unlink()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    recipe = resume_recipe(tiny_neo, data_dir, copy)
+    assert resume_point(copy, recipe) == older
+    (older / "rng_state_1.pth").unlink()
+    with pytest.raises(NeogenError, match=r"no checkpoint .* holds the RNG states of all 2 processes"):
+        resume_point(copy, recipe)
