@@ -105,10 +105,7 @@ class Classifier:
         if thresholds is not None:
             check_threshold_labels(thresholds, codec, run_dir)
         elif codec.multi_label:  # deleted, or a run stopped before tuning: the recipe's rule, as training applies it
-            ml = recipe.multilabel
-            value = float(ml.threshold) if ml.threshold not in ("per_label", "shared") else 0.5
-            thresholds = Thresholds.default(codec.labels, value)
-            thresholds.at_least_one = ml.at_least_one if ml.at_least_one is not None else not codec.allow_empty
+            thresholds = Thresholds.untuned(codec.labels, recipe.multilabel, recipe.data.allow_empty)
         calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)

@@ -218,9 +218,9 @@ EAGER_ATTENTION_BYTES = 1 << 30
 def attention_for_training(model: Any, batch_size: int, max_length: int, device: torch.device) -> str | None:
     """On the CPU, swap SDPA for eager attention where its saved scores stay small; returns the attention replaced.
 
-    torch's CPU flash-attention backward is slow on short prompts: SmolLM2-135M, 160 student questions (mean 73
-    tokens), batch 8, bf16, trained 15% faster with eager attention (6.1 vs 5.3 ex/s, two rounds;
-    bench/training.py gives the before and after). On GPUs SDPA stays: its kernels are the fast ones there.
+    torch's CPU flash-attention backward is slow on short prompts: SmolLM2-135M, 160 student questions, batch 8,
+    bf16, trained 13% faster with eager attention (6.24 / 6.31 vs 5.55 / 5.52 ex/s in two rounds;
+    bench/training_variants.py). On GPUs SDPA stays: its kernels are the fast ones there.
     """
     config = model.config
     current = getattr(config, "_attn_implementation", None)
@@ -266,14 +266,8 @@ def cast_for_inference(model: Any, precision: str) -> None:
     Each weight gets a new tensor, so a head tied to the input embeddings is untied: the embeddings, norms and
     everything autocast keeps in fp32 stay fp32, and so autocast stays on.
     """
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None:
-        return
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
-            module.weight = torch.nn.Parameter(module.weight.detach().to(dtype), requires_grad=False)
-            if module.bias is not None:
-                module.bias = torch.nn.Parameter(module.bias.detach().to(dtype), requires_grad=False)
+    model.requires_grad_(False)  # a scoring model: every linear layer is frozen, and so cast
+    cast_frozen_linears(model, precision)
 
 
 def lora_targets(model: Any) -> list[str] | str:

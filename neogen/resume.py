@@ -23,7 +23,7 @@ from neogen.multilabel import MultiLabelCodec
 from neogen.prepare import rows_sha256
 from neogen.read import Example
 from neogen.recipe import Recipe, load_yaml
-from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE
+from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +83,7 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
         _refuse_resume(run_dir, f"another recipe ({path})", changed)
     # Trainer saves one RNG state per process (rng_state_RANK.pth; rng_state.pth alone). Each optimizer step took
     # batch_size x grad_accum rows from every process, so the data position only carries over to as many processes.
-    report = run_dir / DATA_REPORT_FILE
-    recorded = json.loads(report.read_text(encoding="utf-8")).get("processes") if report.is_file() else None
-    saved_world = recorded or len(list(found[-1].glob("rng_state_*.pth"))) or 1
+    saved_world = _saved_report(run_dir).get("processes") or len(list(found[-1].glob("rng_state_*.pth"))) or 1
     if saved_world > 1:
         # Rank 0 writes trainer_state.json without waiting for the other ranks' RNG states: a kill in between leaves
         # a checkpoint that looks complete. Resume from the newest one that has every rank's.
@@ -118,6 +116,12 @@ def _refuse_resume(run_dir: Path, what: str, changed: list[str]) -> None:
                       f"{allowed} may change), or train afresh into a new output_dir without --resume")
 
 
+def _saved_report(run_dir: Path) -> dict[str, Any]:
+    """The run's data_report.json (its split sizes and digests, its number of processes); {} if it has none."""
+    path = run_dir / DATA_REPORT_FILE
+    return read_json(path, f"fix: train afresh into a new output_dir, or restore {path}") if path.is_file() else {}
+
+
 def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, splits: dict[str, list[Example]]) -> None:
     """Refuse to resume on data that gives other labels, completion tokens or split sizes than the run's."""
     changed = []
@@ -125,18 +129,16 @@ def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, split
     now = json.loads(json.dumps(codec.to_dict()))  # through JSON, as saved: tuples become lists
     changed += [f"{CODEC_FILE} {key}: {saved.get(key, '(absent)')!r} in the run, {now.get(key, '(absent)')!r} now"
                 for key in sorted(saved.keys() | now.keys()) if saved.get(key) != now.get(key)]
-    report = run_dir / DATA_REPORT_FILE
     rows = {name: len(part) for name, part in splits.items()}
-    if report.is_file():
-        saved = json.loads(report.read_text(encoding="utf-8"))
-        saved_rows, saved_digests = saved.get("rows"), saved.get("rows_sha256")  # digests: runs since 2026-12
-        if saved_rows is not None and saved_rows != rows:
-            changed.append(f"rows per split: {saved_rows} in the run, {rows} now")
-        elif saved_digests is not None:
-            digests = rows_sha256(splits)
-            changed += [f"the {name} split's texts or labels (same number of rows, other contents or order)"
-                        for name in sorted(saved_digests.keys() | digests.keys())
-                        if saved_digests.get(name) != digests.get(name)]
+    report = _saved_report(run_dir)
+    saved_rows, saved_digests = report.get("rows"), report.get("rows_sha256")  # digests: runs since 2026-12
+    if saved_rows is not None and saved_rows != rows:
+        changed.append(f"rows per split: {saved_rows} in the run, {rows} now")
+    elif saved_digests is not None:
+        digests = rows_sha256(splits)
+        changed += [f"the {name} split's texts or labels (same number of rows, other contents or order)"
+                    for name in sorted(saved_digests.keys() | digests.keys())
+                    if saved_digests.get(name) != digests.get(name)]
     if changed:
         _refuse_resume(run_dir, f"other data ({CODEC_FILE}, data_report.json)", changed)
 

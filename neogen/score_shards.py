@@ -33,10 +33,15 @@ def part_path(target: str, rank: int, size: int) -> Path:
     return Path(f"{target}.part-{rank}-of-{size}")
 
 
+def _own_parts(dst: str, rejects: str | None, world: World) -> list[Path]:
+    """This rank's part files: of the output, and of the rejects if any."""
+    return [part_path(target, world.rank, world.size) for target in (dst, rejects) if target]
+
+
 def score_part(classifier: Classifier, src: str, dst: str, text_field: str | None, rejects: str | None, chunk_size: int,
                progress: bool, world: World) -> tuple[ScoreStats, Index]:
     """Score this rank's chunks into its part files; on any failure its parts are removed."""
-    parts = [part_path(t, world.rank, world.size) for t in (dst, rejects) if t]
+    parts = _own_parts(dst, rejects, world)
     stats, index = ScoreStats(), []
     fix = "fix the line, or pass --rejects FILE to set such lines aside"
     try:
@@ -107,9 +112,8 @@ def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str | 
     try:  # the barrier: every part is complete (or removed) after it
         gathered = distributed.all_gather((stats, index, None if failure is None else str(failure)), world)
     except BaseException as e:
-        for target in (dst, rejects):
-            if target:
-                part_path(target, world.rank, world.size).unlink(missing_ok=True)
+        for part in _own_parts(dst, rejects, world):
+            part.unlink(missing_ok=True)
         if isinstance(e, RuntimeError):  # a peer died (torchrun stops the others too): its own error says why
             raise NeogenError(f"rank {world.rank}: another of the {world.size} processes stopped before the end, "
                               f"so nothing was merged into {dst} (fix: see that process's error above)") from None
@@ -118,9 +122,8 @@ def score_sharded(classifier: Classifier, src: str, dst: str, text_field: str | 
         raise failure  # this rank's own error, with its file:line
     failed = [(rank, error) for rank, (_, _, error) in enumerate(gathered) if error is not None]
     if failed:
-        for target in (dst, rejects):
-            if target:
-                part_path(target, world.rank, world.size).unlink(missing_ok=True)
+        for part in _own_parts(dst, rejects, world):
+            part.unlink(missing_ok=True)
         rank, error = failed[0]
         raise NeogenError(f"rank {world.rank}: rank {rank} of {world.size} failed, so nothing was merged into {dst} "
                           f"(fix: see its error: {error})")

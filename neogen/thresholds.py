@@ -101,6 +101,15 @@ class Thresholds:
         """Untuned thresholds: `value` for every label and as the shared cut."""
         return cls(labels=list(labels), per_label=[value] * len(labels), shared=value, tuned_on=None)
 
+    @classmethod
+    def untuned(cls, labels: Sequence[str], multilabel: Any, allow_empty: bool) -> Thresholds:
+        """A run's thresholds before (or without) tuning, from its recipe's `multilabel` section: the fixed
+        threshold, else 0.5 for every label, and its at_least_one rule."""
+        tuned = multilabel.threshold in ("per_label", "shared")
+        thresholds = cls.default(labels, 0.5 if tuned else float(multilabel.threshold))
+        thresholds.at_least_one = at_least_one_rule(multilabel, allow_empty)
+        return thresholds
+
     def cutoffs(self) -> np.ndarray:
         """The (L,) thresholds `decide` applies under the current mode."""
         if self.mode == "shared":
@@ -160,6 +169,11 @@ class Thresholds:
             raise NeogenError(f"{path} is not a valid thresholds file: {'; '.join(e.problems)} ({fix})") from e
         except TypeError as e:
             raise NeogenError(f"{path} is not a valid thresholds file: {e} ({fix})") from e
+
+
+def at_least_one_rule(multilabel: Any, allow_empty: bool) -> bool:
+    """The recipe's multilabel.at_least_one, where null means: unless rows may have no label (data.allow_empty)."""
+    return multilabel.at_least_one if multilabel.at_least_one is not None else not allow_empty
 
 
 def _best_f1_cut(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:

@@ -458,10 +458,9 @@ def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Ex
                        train_seconds: float, result: Any, trainer: Any, device: torch.device) -> Path:
     """Tune the decision thresholds on the validation split, save them, and evaluate every split."""
     from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
-    from neogen.thresholds import Thresholds, tune_thresholds
+    from neogen.thresholds import Thresholds, at_least_one_rule, tune_thresholds
 
     codec, ml = classifier.codec, recipe.multilabel
-    at_least_one = ml.at_least_one if ml.at_least_one is not None else not recipe.data.allow_empty
     # The validation split is scored whatever train.evaluate says: the thresholds are tuned on it.
     wanted = set(recipe.train.evaluate) | {"valid"}
     scored = {name: classifier.predict_proba([ex.text for ex in part], progress=True).probs
@@ -469,13 +468,12 @@ def _finish_multilabel(run_dir: Path, classifier: Any, splits: dict[str, list[Ex
     truth = {name: np.array([codec.multi_hot(ex.labels) for ex in splits[name]]) for name in scored}
     if ml.threshold in ("per_label", "shared") and "valid" in scored:
         thresholds = tune_thresholds(truth["valid"], scored["valid"], codec.labels, mode=ml.threshold,
-                                     at_least_one=at_least_one, min_positives=ml.min_positives, split="valid")
+                                     at_least_one=at_least_one_rule(ml, recipe.data.allow_empty),
+                                     min_positives=ml.min_positives, split="valid")
     else:
-        value = 0.5 if ml.threshold in ("per_label", "shared") else float(ml.threshold)
+        thresholds = Thresholds.untuned(codec.labels, ml, recipe.data.allow_empty)
         if ml.threshold in ("per_label", "shared"):
-            logger.warning("no validation split to tune thresholds on: using %.2f for every label", value)
-        thresholds = Thresholds.default(codec.labels, value)
-        thresholds.at_least_one = at_least_one
+            logger.warning("no validation split to tune thresholds on: using %.2f for every label", thresholds.shared)
     thresholds.save(run_dir / THRESHOLDS_FILE)
     classifier.thresholds = thresholds
     summary: dict[str, Any] = {

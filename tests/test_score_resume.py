@@ -43,6 +43,14 @@ def score(clf, src, dst, **kw):
     return score_jsonl(clf, str(src), str(dst), chunk_size=3, progress=False, **kw)
 
 
+def score_interrupted(monkeypatch, clf, src, dst, calls: int, **kw) -> None:
+    """A run into `dst` killed at predict_proba call `calls` + 1 (chunks of 3 lines), its progress file left."""
+    with monkeypatch.context() as m:
+        crash_after(m, clf, calls)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            score(clf, src, dst, **kw)
+
+
 @pytest.fixture
 def clean(clf, tmp_path):
     """An uninterrupted run over the rows with malformed lines, into out.clean and rej.clean."""
@@ -55,10 +63,7 @@ def clean(clf, tmp_path):
 def test_interrupted_then_resumed_is_byte_identical(clf, tmp_path, clean, monkeypatch):
     src, clean_stats = clean
     out, rej = tmp_path / "out.jsonl", str(tmp_path / "rej.jsonl")
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 3)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            score(clf, src, out, rejects=rej)
+    score_interrupted(monkeypatch, clf, src, out, 3, rejects=rej)
     state = json.loads(progress_path(str(out)).read_text())
     assert state["lines"] == 9 and state["output_bytes"] == out.stat().st_size  # 3 chunks of 3 lines done
     with monkeypatch.context() as m:
@@ -74,10 +79,7 @@ def test_interrupted_then_resumed_is_byte_identical(clf, tmp_path, clean, monkey
 def test_half_written_chunk_is_cut_off(clf, tmp_path, clean, monkeypatch):
     src, _ = clean
     out, rej = tmp_path / "out.jsonl", tmp_path / "rej.jsonl"
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 2)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out, rejects=str(rej))
+    score_interrupted(monkeypatch, clf, src, out, 2, rejects=str(rej))
     with out.open("ab") as f:  # what a process killed in the middle of a write leaves behind
         f.write(b'{"id": 6, "text": "question 6: the ac')
     with rej.open("ab") as f:
@@ -102,10 +104,7 @@ def test_malformed_line_stop_then_resume_with_rejects(clf, tmp_path, clean):
 def test_changed_input_or_options_refuse_to_resume(clf, tiny_run, tmp_path, monkeypatch):
     src = write_lines(tmp_path / "in.jsonl", ROWS)
     out, rej = tmp_path / "out.jsonl", str(tmp_path / "rej.jsonl")
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 1)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out, rejects=rej, run_dir=tiny_run)
+    score_interrupted(monkeypatch, clf, src, out, 1, rejects=rej, run_dir=tiny_run)
     with pytest.raises(NeogenError, match=r"text field is 'body'.*delete .*out.jsonl.*progress.json to start over"):
         score(clf, src, out, rejects=rej, run_dir=tiny_run, text_field="body", resume=True)
     with pytest.raises(NeogenError, match=r"rejects file was .*rej.jsonl, now none"):
@@ -130,10 +129,7 @@ def test_retuned_or_retrained_run_refuses_to_resume(clf, tiny_run, tmp_path, mon
     run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints", "last"))
     src = write_lines(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out.jsonl"
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 1)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out, run_dir=run)
+    score_interrupted(monkeypatch, clf, src, out, 1, run_dir=run)
     (run / "thresholds.json").write_text("{}")  # as `neogen eval --tune-thresholds` would write
     with pytest.raises(NeogenError, match=r"run.s recipe.yaml or thresholds.json or calibration.json differs"):
         score(clf, src, out, run_dir=run, resume=True)
@@ -160,10 +156,7 @@ def test_resume_without_progress_file(clf, tmp_path):
 def test_interrupted_run_is_redone_from_the_start_with_a_warning(clf, tmp_path, monkeypatch, caplog):
     src = write_lines(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out.jsonl"
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 2)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out)
+    score_interrupted(monkeypatch, clf, src, out, 2)
     with caplog.at_level(logging.WARNING, logger="neogen"):
         stats = score(clf, src, out)
     assert "--resume" in caplog.text and stats.scored == len(ROWS)
@@ -174,10 +167,7 @@ def test_rewriting_from_stdin_drops_the_progress_file(clf, tmp_path, monkeypatch
     """Else a later --resume from the file would go on onto output it does not describe."""
     src = write_lines(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out.jsonl"
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 2)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out)
+    score_interrupted(monkeypatch, clf, src, out, 2)
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(ROWS[0]) + "\n"))
     score(clf, "-", out)
     assert not progress_path(str(out)).exists() and out.read_text().count("\n") == 1
@@ -188,10 +178,7 @@ def test_rewriting_from_stdin_drops_the_progress_file(clf, tmp_path, monkeypatch
 def test_resuming_with_other_batch_options_warns_and_finishes(clf, tmp_path, monkeypatch, caplog):
     src = write_lines(tmp_path / "in.jsonl", ROWS)
     out = tmp_path / "out.jsonl"
-    with monkeypatch.context() as m:
-        crash_after(m, clf, 2)
-        with pytest.raises(RuntimeError):
-            score(clf, src, out)
+    score_interrupted(monkeypatch, clf, src, out, 2)
     assert json.loads(progress_path(str(out)).read_text())["options"] == {"chunk_size": 3, "batch_size": 2}
     budgeted = Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=2, max_batch_tokens=64)
     with caplog.at_level(logging.WARNING, logger="neogen"):
