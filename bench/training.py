@@ -128,7 +128,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"method": args.worker, "train_rows": len(data["train"]), "epochs": args.epochs, "train_seconds": seconds,
             "train_examples_per_second": len(data["train"]) * args.epochs / seconds, "test_rows": len(truth),
             "test_accuracy": accuracy, "precision": precision,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
 
 
 def main() -> None:
