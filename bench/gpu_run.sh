@@ -33,9 +33,16 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
 "$python" - <<'EOF'
-import torch, transformers, peft
-print(f"torch {torch.__version__} cuda {torch.version.cuda} available {torch.cuda.is_available()}; "
-      f"transformers {transformers.__version__}; peft {peft.__version__}")
+import importlib
+
+import torch
+
+print(f"torch {torch.__version__} cuda {torch.version.cuda} available {torch.cuda.is_available()}")
+for name in ("transformers", "peft", "accelerate", "datasets", "pyarrow", "bitsandbytes", "gguf"):
+    try:  # a package that does not import here names the wheel to add in bench/gpu_prepare.sh
+        print(f"{name} {getattr(importlib.import_module(name), '__version__', '?')}")
+    except Exception as error:
+        print(f"{name}: does not import ({type(error).__name__}: {error})")
 EOF
 
 if [ "$smoke" = 1 ]; then rows=64; big_rows=128; big_batch=32; train_rows=16; test_rows=16; epochs=0.25
