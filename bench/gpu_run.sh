@@ -66,25 +66,23 @@ step "training" 150 "$python" bench/training.py --model gpt-neo-125m-random \
   --data "$data/student_questions/subjects-questions-subset.csv" --rows "$train_rows" --test-rows "$test_rows" \
   --epochs "$epochs" --json "$OUT/training-gptneo.json"
 
-# 3. Quantized base weights through the CLI, on a saved random GPT-Neo-125M (no Hub here).
-neo=/tmp/neogen-gpt-neo-125m-random
-"$python" - "$neo" <<'EOF'
+# 3. Quantized base weights through the CLI, on the random GPT-Neo-125M that step 2 saved (no Hub here), and
+#    TREC questions as the JSONL to score.
+neo=$("$python" - "$data/trec/train_5500.label" /tmp/neogen-trec.jsonl "$big_rows" <<'EOF'
 import sys
-sys.path.insert(0, "bench")
-from common import gpt2_tokenizer, random_gpt_neo
+from pathlib import Path
 
-random_gpt_neo().save_pretrained(sys.argv[1])
-gpt2_tokenizer().save_pretrained(sys.argv[1])
-EOF
-"$python" - "$data/trec/train_5500.label" /tmp/neogen-trec.jsonl "$big_rows" <<'EOF'
-import json, sys
 sys.path.insert(0, "bench")
-from common import read_trec
+from common import RANDOM_NEO, read_trec
+from score_memory import write_input
+from training import materialize_model
 
 texts, _ = read_trec(sys.argv[1])
-with open(sys.argv[2], "w") as f:
-    f.writelines(json.dumps({"text": t}) + "\n" for t in texts[: int(sys.argv[3])])
+write_input(texts, int(sys.argv[3]), Path(sys.argv[2]))
+print(materialize_model(RANDOM_NEO))  # the folder step 2 saved it in
 EOF
+)
+neo=$(printf '%s\n' "$neo" | tail -n 1)
 train_csv=$data/student_questions/subjects-questions-subset.csv
 if [ "$smoke" = 1 ]; then  # the first 100 rows, so that the CPU trains in seconds
   "$python" - "$train_csv" /tmp/neogen-student-smoke.csv <<'EOF'

@@ -45,7 +45,10 @@ def rows(args: argparse.Namespace) -> dict[str, list[Any]]:
     return {"train": parts["train"][: args.rows], "test": parts["test"][: args.test_rows]}
 
 
-def materialize_model(name: str, folder: Path) -> str:
+RANDOM_NEO_DIR = Path(tempfile.gettempdir()) / "neogen-bench-random-neo"  # saved once, reused by later runs
+
+
+def materialize_model(name: str, folder: Path = RANDOM_NEO_DIR) -> str:
     """A local model directory: the random GPT-Neo is saved once so both workers load identical weights."""
     if name != RANDOM_NEO:
         return name
@@ -156,7 +159,7 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    model_dir = materialize_model(args.model, Path(tempfile.gettempdir()) / "neogen-bench-random-neo")
+    model_dir = materialize_model(args.model)
     results = []
     for method in args.methods.split(","):
         cmd = [sys.executable, __file__, *sys.argv[1:], "--worker", method, "--model-dir", model_dir]
