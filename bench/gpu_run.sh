@@ -68,7 +68,7 @@ step "training" 150 "$python" bench/training.py --model gpt-neo-125m-random \
 
 # 3. Quantized base weights through the CLI, on the random GPT-Neo-125M that step 2 saved (no Hub here), and
 #    TREC questions as the JSONL to score.
-neo=$("$python" - "$data/trec/train_5500.label" /tmp/neogen-trec.jsonl "$big_rows" <<'EOF'
+neo=$("$python" - "$data/trec/train_5500.label" /tmp/neogen-trec.jsonl "$big_rows" <<'EOF' | tail -n 1
 import sys
 from pathlib import Path
 
@@ -82,7 +82,6 @@ write_input(texts, int(sys.argv[3]), Path(sys.argv[2]))
 print(materialize_model(RANDOM_NEO))  # the folder step 2 saved it in
 EOF
 )
-neo=$(printf '%s\n' "$neo" | tail -n 1)
 train_csv=$data/student_questions/subjects-questions-subset.csv
 if [ "$smoke" = 1 ]; then  # the first 100 rows, so that the CPU trains in seconds
   "$python" - "$train_csv" /tmp/neogen-student-smoke.csv <<'EOF'

@@ -52,7 +52,7 @@ def materialize_model(name: str, folder: Path = RANDOM_NEO_DIR) -> str:
     """A local model directory: the random GPT-Neo is saved once so both workers load identical weights."""
     if name != RANDOM_NEO:
         return name
-    if not (folder / "config.json").exists():
+    if not (folder / "tokenizer_config.json").exists():  # written last: a save cut short is redone
         random_gpt_neo().save_pretrained(folder)
         gpt2_tokenizer().save_pretrained(folder)
     return str(folder)
