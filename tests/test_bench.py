@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HANG_TIMEOUT, ROOT, SHARED_DATA
+from conftest import HANG_TIMEOUT, ROOT, SHARED_DATA, SHARED_DATA_FIX, needs
 
 TREC = SHARED_DATA / "trec" / "train_5500.label"
 STUDENT = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not TREC.exists(), reason="needs ../shared/data/trec (the benchmarks' data)")]
+              needs(TREC.exists(), f"{TREC} (the benchmarks' data)", SHARED_DATA_FIX)]
 
 
 def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
@@ -60,7 +60,7 @@ def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
     assert all(r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 for r in report["results"])
 
 
-@pytest.mark.skipif(not STUDENT.exists(), reason="needs ../shared/data/student_questions")
+@needs(STUDENT.exists(), str(STUDENT), SHARED_DATA_FIX)
 def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
     report = run_bench("training.py", "--model", "gpt-neo-125m-random", "--rows", "8", "--test-rows", "4",
                        "--batch-size", "4", "--max-length", "48", "--precision", "fp32", tmp_path=tmp_path)

