@@ -416,3 +416,39 @@ def recipe_help() -> str:
         else:
             lines.append(f"  {section.name} = {section.default!r}\n      {section.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def recipe_reference_markdown() -> str:
+    """docs/recipe.md (less its final newline): every recipe key with its default and help text, a table per section.
+
+    `neogen train --help-recipe --markdown > docs/recipe.md` writes it; tests/test_docs.py checks it is current.
+    """
+
+    def cell(value: Any, code: bool = False) -> str:
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=10**6)
+        text = text.removesuffix("\n...\n").strip().replace("|", "\\|")
+        return f"`{text}`" if code else text.replace("<", "&lt;")  # eval/<split>/ is no HTML tag
+
+    out = ["# Recipe reference", "",
+           "<!-- Generated from neogen/recipe.py by `neogen train --help-recipe --markdown > docs/recipe.md`; "
+           "do not edit. -->", "",
+           "A recipe is a YAML file of the sections below (`neogen train RECIPE`, or `neogen train -` for the "
+           "defaults). Any key can be overridden on the command line as `section.key=value`, the value read as "
+           "YAML (`train.epochs=2`, `data.label_words={NUM: number}`, `model.quantization=null`). Unknown keys, "
+           "wrong types and invalid values are all reported at once, before anything loads. The resolved recipe, "
+           "every default filled in, is saved in the run folder as `recipe.yaml`.", ""]
+    top = []
+    for section in dataclasses.fields(Recipe):
+        if section.default_factory is dataclasses.MISSING:
+            top.append(section)
+            continue
+        out += [f"## {section.name}", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(section.default_factory):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append(f"| `{section.name}.{f.name}` | {cell(default, True)} | {cell(f.metadata.get('help', ''))} |")
+        out.append("")
+    if top:
+        out += ["## Top level", "", "| key | default | meaning |", "|---|---|---|"]
+        out += [f"| `{f.name}` | {cell(f.default, True)} | {cell(f.metadata.get('help', ''))} |" for f in top]
+        out.append("")
+    return "\n".join(out).rstrip("\n")
