@@ -1,8 +1,9 @@
 """Reading labeled tables (CSV, TSV, JSONL, Parquet) and finding their text and label columns.
 
 Every example remembers the file and line it came from, so that any later complaint about it can say where to
-look. Column detection mirrors the tutorial's data utility: free text has many distinct, long values; a label
-column has few distinct, short ones.
+look. Column detection goes by name first (a column named `text`, `sentence`, ... is the text, one named `label`,
+`class`, ... the label), then mirrors the tutorial's data utility: free text has many distinct, long values; a
+label column has few distinct, short ones.
 
 Multi-label data comes in three common shapes, all detected and reported: a label column whose values join several
 labels with a separator (`anger,joy`), one 0/1 column per label (`text,anger,joy,...`), and JSONL whose label field
@@ -35,6 +36,9 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".
 # Column names that say "the label" (compared in lower case): such a column wins detection over a guess from its
 # values, and is never taken for a 0/1 flag of a multi-label file.
 LABEL_NAMES = ("label", "labels", "class", "category", "target")
+# Column names that say "the text": such a column is the text before any statistics, even beside longer labels.
+TEXT_NAMES = ("text", "texts", "sentence", "question", "prompt", "review", "comment", "content", "body", "document",
+              "utterance", "query", "message", "tweet")
 # \uD800-\uDFFF as a JSON escape: only lines holding one can carry a lone surrogate (half of a character).
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -199,7 +203,8 @@ def detect_columns(
     label_separator: str | None = None,
     known_labels: Iterable[str] = (),
 ) -> ColumnChoice:
-    """Choose the text and label columns: the user's names when given, else free text vs. few distinct values.
+    """Choose the text and label columns: the user's names when given, then the columns' own names (TEXT_NAMES,
+    LABEL_NAMES), and only then their values: free text vs. few distinct values.
 
     `multi_label` None detects the multi-label shapes; False reads one label per row; True requires labels sets
     (a label column without a separator then gives one-label sets). `known_labels` (a trained run's) count as
@@ -211,13 +216,7 @@ def detect_columns(
     # "toxic,obscene,insult" names one 0/1 column per label (a column of that exact name wins).
     named = tuple(c.strip() for c in label_column.split(LABEL_JOIN)) \
         if label_column and label_column not in columns and LABEL_JOIN in label_column else ()
-    for name, given in (("text", text_column), *(("label", c) for c in named or (label_column,))):
-        if given is not None and given not in columns:
-            prepared = {"prompt", "completion"} <= set(columns)  # `neogen prepare` output: read without names
-            raise DataError(path, records[0][0], f"no {name} column '{given}'; columns are {columns}",
-                            "a prepared prompt/completion file is read without column names: set "
-                            "data.text_column=null data.label_column=null" if prepared else
-                            f"set the {name} column to one of {columns}")
+    _check_given_columns(path, records, columns, text_column, named or (label_column,))
     if named and multi_label is False:
         raise DataError(path, None, f"label columns {list(named)} name one 0/1 column per label, which is "
                         "multi-label data", "name a single label column, or drop data.multi_label=false")
@@ -226,67 +225,111 @@ def detect_columns(
         multi = multi_label is not False and "labels" in columns
         return ColumnChoice("prompt", "labels" if multi else "completion",
                             "prompt/completion JSONL (OpenAI fine-tune format)", True, multi_label=multi)
-
     stats = {c: _column_stats([r.get(c) for _, r in records]) for c in columns}
     reasons = []
     if text_column is None:
-        candidates = [c for c in columns if c != label_column and c not in named and not stats[c]["lists"]]
-        if not candidates:
-            raise DataError(path, None, "no column left for the text", "name the text column")
-        text_column = max(candidates, key=lambda c: (stats[c]["distinct"] > 0.5, stats[c]["mean_len"]))
-        s = stats[text_column]
-        reasons.append(f"text column '{text_column}': longest values (mean {s['mean_len']:.0f} chars, "
-                       f"{s['distinct']:.0%} distinct)")
+        text_column, why = _choose_text_column(path, stats, label_column, named)
+        reasons.append(why)
     if named:
         reasons.append(f"multi-label: one 0/1 column per label ({list(named)})")
         return ColumnChoice(text_column, LABEL_JOIN.join(named), "; ".join(reasons), multi_label=True,
                             label_columns=named)
     named_labels = [c for c in columns if c != text_column and c.strip().lower() in LABEL_NAMES]
     if label_column is None and multi_label is not False:
-        # A column named `label` is the label even when it holds 0/1 (binary classification), never a flag.
-        binary = [c for c in columns if c != text_column and c not in named_labels
-                  and _is_binary([r.get(c) for _, r in records])]
-        # A column of few repeated values beside the 0/1 ones may be the real label, the flags mere metadata
-        # (`text,label,verified,has_url`): a guess either way could train on the wrong target, so ask.
-        rival = [c for c in columns if c != text_column and c not in binary and stats[c]["n_distinct"] >= 2
-                 and (stats[c]["lists"] or stats[c]["distinct"] <= 0.5)]
-        if len(binary) >= 2 and rival:
-            raise DataError(path, None, f"column '{rival[0]}'{_stray_flag(records, rival[0])} and the 0/1 columns "
-                            f"{binary} could each hold the labels",
-                            f"name them: data.label_column={rival[0]} (--label-column for prepare, eval) "
-                            f"for one label per row, or data.label_column={LABEL_JOIN.join(binary)} for one 0/1 "
-                            "column per label")
-        if len(binary) >= 2:
-            reasons.append(f"multi-label: {len(binary)} columns hold only 0/1 values, one per label ({binary[:6]}"
-                           f"{' ...' if len(binary) > 6 else ''})")
-            return ColumnChoice(text_column, LABEL_JOIN.join(binary), "; ".join(reasons), multi_label=True,
-                                label_columns=tuple(binary))
+        flags = _flag_columns(path, records, stats, text_column, named_labels)
+        if flags:
+            reasons.append(f"multi-label: {len(flags)} columns hold only 0/1 values, one per label ({flags[:6]}"
+                           f"{' ...' if len(flags) > 6 else ''})")
+            return ColumnChoice(text_column, LABEL_JOIN.join(flags), "; ".join(reasons), multi_label=True,
+                                label_columns=tuple(flags))
     if label_column is None:
         label_column = _choose_label_column(path, records, stats, text_column, named_labels)
         s = stats[label_column]
         reasons.append(f"label column '{label_column}': " + (
             f"named so ({_describe(s)})" if label_column in named_labels else "lists of labels" if s["lists"] else
             f"fewest distinct values ({s['n_distinct']})"))
+    return _label_shape(path, records, text_column, label_column, reasons, multi_label, label_separator,
+                        known_labels)
+
+
+def _check_given_columns(path: str | Path, records: list[tuple[int, dict[str, Any]]], columns: list[str],
+                         text_column: str | None, label_columns: Iterable[str | None]) -> None:
+    """Refuse a text or label column the user named that the file lacks, listing the columns it has."""
+    for name, given in (("text", text_column), *(("label", c) for c in label_columns)):
+        if given is not None and given not in columns:
+            prepared = {"prompt", "completion"} <= set(columns)  # `neogen prepare` output: read without names
+            raise DataError(path, records[0][0], f"no {name} column '{given}'; columns are {columns}",
+                            "a prepared prompt/completion file is read without column names: set "
+                            "data.text_column=null data.label_column=null" if prepared else
+                            f"set the {name} column to one of {columns}")
+
+
+def _choose_text_column(path: str | Path, stats: dict[str, Any], label_column: str | None,
+                        named: tuple[str, ...]) -> tuple[str, str]:
+    """The text column and why it was chosen.
+
+    A column named as a text (TEXT_NAMES) is the text before any statistics: intent names can be longer and as
+    distinct as the short texts they label. Failing that, the longest, mostly distinct values win, among the columns
+    not named as a label (LABEL_NAMES) and not holding mostly lists (label sets).
+    """
+    free = [c for c in stats if c != label_column and c not in named]
+    by_name = [c for c in free if c.strip().lower() in TEXT_NAMES]
+    candidates = by_name or [c for c in free if c.strip().lower() not in LABEL_NAMES and not stats[c]["lists"]]
+    if not candidates:
+        raise DataError(path, None, "no column left for the text", "name the text column")
+    text = max(candidates, key=lambda c: (stats[c]["distinct"] > 0.5, stats[c]["mean_len"]))
+    if by_name:
+        return text, f"text column '{text}': named so" + (f" (longest of {by_name})" if len(by_name) > 1 else "")
+    s = stats[text]
+    return text, f"text column '{text}': longest values (mean {s['mean_len']:.0f} chars, {s['distinct']:.0%} distinct)"
+
+
+def _flag_columns(path: str | Path, records: list[tuple[int, dict[str, Any]]], stats: dict[str, Any],
+                  text_column: str, named_labels: list[str]) -> list[str]:
+    """The 0/1 columns of a multi-label file (one per label), or [] when fewer than two columns hold only 0/1.
+
+    A column named `label` is the label even when it holds 0/1 (binary classification), never a flag. A column of
+    few repeated values beside the 0/1 ones may be the real label, the flags mere metadata
+    (`text,label,verified,has_url`): a guess either way could train on the wrong target, so the user is asked.
+    """
+    binary = [c for c in stats if c != text_column and c not in named_labels
+              and _is_binary([r.get(c) for _, r in records])]
+    if len(binary) < 2:
+        return []
+    rival = [c for c in stats if c != text_column and c not in binary and stats[c]["n_distinct"] >= 2
+             and (stats[c]["lists"] or stats[c]["distinct"] <= 0.5)]
+    if rival:
+        raise DataError(path, None, f"column '{rival[0]}'{_stray_flag(records, rival[0])} and the 0/1 columns "
+                        f"{binary} could each hold the labels",
+                        f"name them: data.label_column={rival[0]} (--label-column for prepare, eval) "
+                        f"for one label per row, or data.label_column={LABEL_JOIN.join(binary)} for one 0/1 "
+                        "column per label")
+    return binary
+
+
+def _label_shape(path: str | Path, records: list[tuple[int, dict[str, Any]]], text_column: str, label_column: str,
+                 reasons: list[str], multi_label: bool | None, label_separator: str | None,
+                 known_labels: Iterable[str]) -> ColumnChoice:
+    """The chosen columns with the label column's shape: label lists, labels joined by a separator, or one label."""
     values = [r.get(label_column) for _, r in records]
+
+    def multi(why: str, **shape: Any) -> ColumnChoice:
+        return ColumnChoice(text_column, label_column, "; ".join([*reasons, why]), multi_label=True, **shape)
+
+    single = ColumnChoice(text_column, label_column, "; ".join(reasons) or "columns named by the user")
     if any(isinstance(v, list) for v in values):
         if multi_label is False:
             line = next(n for n, r in records if isinstance(r.get(label_column), list))
             raise DataError(path, line, f"the label in column '{label_column}' is a list",
                             "set data.multi_label=true (or --multi-label) to train on label sets")
-        reasons.append("multi-label: the label column holds lists")
-        return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
-    if multi_label is not False:
-        separator = label_separator or _detect_separator([str(v) for v in values if v is not None], known_labels)
-        if separator is not None:
-            reasons.append(f"multi-label: labels joined by '{separator}'" + ("" if label_separator else
-                           f" ({sum(separator in str(v) for v in values)} rows hold several)"))
-            return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True,
-                                label_separator=separator)
-        if multi_label:
-            reasons.append("multi-label: one label per row")
-            return ColumnChoice(text_column, label_column, "; ".join(reasons), multi_label=True)
-    reason = "; ".join(reasons) if reasons else "columns named by the user"
-    return ColumnChoice(text_column, label_column, reason)
+        return multi("multi-label: the label column holds lists")
+    if multi_label is False:
+        return single
+    separator = label_separator or _detect_separator([str(v) for v in values if v is not None], known_labels)
+    if separator is not None:
+        return multi(f"multi-label: labels joined by '{separator}'" + ("" if label_separator else
+                     f" ({sum(separator in str(v) for v in values)} rows hold several)"), label_separator=separator)
+    return multi("multi-label: one label per row") if multi_label else single
 
 
 def _choose_label_column(path: str | Path, records: list[tuple[int, dict[str, Any]]], stats: dict[str, Any],
@@ -335,7 +378,8 @@ def _column_stats(values: list[Any]) -> dict[str, float]:
         "n_distinct": n_distinct,
         "distinct": n_distinct / max(len(strings), 1),
         "mean_len": sum(map(len, strings)) / max(len(strings), 1),
-        "lists": any(isinstance(v, list) for v in values),
+        # A column of label sets holds mostly lists; one stray list is a bad cell, left for its line to name.
+        "lists": sum(isinstance(v, list) for v in values) > len(strings) / 2,
     }
 
 

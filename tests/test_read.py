@@ -17,9 +17,9 @@ def test_csv_with_named_columns_keeps_lines(tmp_path):
 def test_detects_text_and_label_columns_and_says_why(tmp_path):
     rows = [("x" if i % 2 else "y", f"a fairly long question number {i} about things", str(i)) for i in range(20)]
     path = tmp_path / "d.tsv"
-    path.write_text("kind\tquestion\tid\n" + "".join("\t".join(r) + "\n" for r in rows))
+    path.write_text("kind\teng\tid\n" + "".join("\t".join(r) + "\n" for r in rows))
     examples, choice = load_examples(path)
-    assert (choice.text, choice.label) == ("question", "kind")
+    assert (choice.text, choice.label) == ("eng", "kind")
     assert "longest values" in choice.reason and "fewest distinct values (2)" in choice.reason
     assert examples[0].label == "y"
 
@@ -283,3 +283,43 @@ def test_naming_columns_of_a_prepared_file_says_to_drop_the_names(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"no text column 'text'.*data.text_column=null data.label_column=null"):
         load_examples(path, "text", "label")
+
+
+INTENTS = ("balance_not_updated_after_cheque_or_cash_deposit", "card_payment_wrong_exchange_rate",
+           "declined_transfer_after_top_up", "why_verify_identity_in_app", "lost_or_stolen_card",
+           "pending_cash_withdrawal")
+SHORT_TEXTS = ("cheque missing", "bad rate", "transfer failed", "verify why?", "card stolen", "cash pending",
+               "deposit gone", "rate off", "no transfer", "id check")
+
+
+@pytest.mark.parametrize("header", ["text,label", "label,text", "sentence,category", "utterance,intent"])
+def test_columns_named_text_and_label_keep_their_roles_before_any_statistics(tmp_path, header):
+    # Both columns mostly distinct and the labels (intent names) longer than the texts: by statistics alone the
+    # labels looked like the text, and training swapped prompts and classes.
+    text_name = next(c for c in header.split(",") if c in ("text", "sentence", "utterance"))
+    label_name = next(c for c in header.split(",") if c != text_name)
+    cells = [{text_name: t, label_name: INTENTS[i % 6]} for i, t in enumerate(SHORT_TEXTS)]
+    rows = [tuple(cell[c] for c in header.split(",")) for cell in cells]
+    examples, choice = load_examples(_csv(tmp_path / "d.csv", header, rows))
+    assert (choice.text, choice.label) == (text_name, label_name) and not choice.multi_label
+    assert f"text column '{text_name}': named so" in choice.reason
+    assert (examples[0].text, examples[0].label) == ("cheque missing", INTENTS[0])
+
+
+def test_a_column_named_label_is_never_taken_for_the_text(tmp_path):
+    rows = [(t, INTENTS[i % 6]) for i, t in enumerate(SHORT_TEXTS)]
+    examples, choice = load_examples(_csv(tmp_path / "d.csv", "sms,label", rows))
+    assert (choice.text, choice.label) == ("sms", "label") and examples[3].label == INTENTS[3]
+
+
+def test_one_list_in_the_text_column_is_refused_at_its_line_not_read_as_label_sets(tmp_path):
+    # One list-valued text made the column "lists of labels": the labels became the texts and 37 of 41 rows were
+    # dropped as conflicting duplicates, without an error.
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": ["a", "b"] if i == 3 else f"text number {i} here",
+                                        "label": INTENTS[i % 4]}) + "\n" for i in range(41)))
+    with pytest.raises(DataError, match=r"d.jsonl:4: column 'text' holds a list"):
+        load_examples(path)
+    (tmp_path / "u.jsonl").write_text(path.read_text().replace('"text"', '"msg"'))  # no name to go by
+    with pytest.raises(DataError, match=r"u.jsonl:4: column 'msg' holds a list"):
+        load_examples(tmp_path / "u.jsonl")
