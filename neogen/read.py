@@ -3,7 +3,7 @@
 Every example remembers the file and line it came from, so that any later complaint about it can say where to
 look. Column detection goes by name first (a column named `text`, `sentence`, ... is the text, one named `label`,
 `class`, ... the label), then mirrors the tutorial's data utility: free text has many distinct, long values; a
-label column has few distinct, short ones.
+label column has few distinct, short ones. What counts as a text is one rule, `text_value`, shared with scoring.
 
 Multi-label data comes in three common shapes, all detected and reported: a label column whose values join several
 labels with a separator (`anger,joy`), one 0/1 column per label (`text,anger,joy,...`), and JSONL whose label field
@@ -431,24 +431,20 @@ def load_examples(
     allow_empty: bool = False,
     known_labels: Iterable[str] = (),
 ) -> tuple[list[Example], ColumnChoice]:
-    """Read a labeled table into examples. A missing label is an error naming the line, never a silent drop."""
+    """Read a labeled table into examples. A missing label, or a text that text_value refuses, is an error naming
+    the line, never a silent drop."""
     records = list(read_records(path))
     choice = detect_columns(path, records, text_column, label_column, multi_label, label_separator, known_labels)
     examples = []
     for line, record in records:
-        if choice.text not in record:  # JSONL: a missing field is a mistake to show, not an empty text to drop
-            raise DataError(path, line, f"no field '{choice.text}' (fields: {sorted(record)})",
-                            f"add the '{choice.text}' field, or remove the line")
-        text = _cell(path, line, choice.text, record[choice.text])
-        if choice.prompt_completion:
-            text = strip_text(text)  # an OpenAI prompt ends in the separator
+        text = _text(path, line, record, choice)
         if choice.multi_label:
             labels = _label_set(path, line, record, choice)
             if require_label and not labels and not allow_empty:
                 raise DataError(path, line, f"no label in {_where(choice)}",
                                 "give the row at least one label, or set data.allow_empty=true if texts may "
                                 "carry no label")
-            examples.append(Example(text.strip(), label_key(labels), str(path), line, labels))
+            examples.append(Example(text, label_key(labels), str(path), line, labels))
             continue
         # Prepared files carry the original label beside its completion (which may be an alias).
         label = record.get("label", record.get(choice.label)) if choice.prompt_completion else record.get(choice.label)
@@ -458,13 +454,86 @@ def load_examples(
                             "fill in the label or remove the row")
         # A prepared row's completion may be a chosen word or alias; training keeps it (prepare.prepared_words).
         completion = record.get("completion") if choice.prompt_completion and "label" in record else None
-        examples.append(Example(text.strip(), label, str(path), line, completion=completion and str(completion)))
+        examples.append(Example(text, label, str(path), line, completion=completion and str(completion)))
     return examples, choice
 
 
+class TextRefused(ValueError):
+    """A value that is no text to classify: the message is the reason, `fix` how to mend the row."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fix = fix
+
+
+def text_value(value: Any, field: str = "text") -> str:
+    """The text to classify that one cell or JSON value holds: the one rule of prepare, train, eval and score.
+
+    A text is a string (a JSON string in JSONL, any CSV/TSV cell, a Parquet string or UTF-8 bytes) that holds more
+    than whitespace, since the model reads it stripped. Anything else is refused, with the same reason on every path
+    (TextRefused): null or NaN (a missing value), an empty or whitespace-only text, a number or boolean, a list or
+    object. Numbers are not read as text: parsing JSON loses their spelling (`1.0`, `1e3`, `1.10`), so the model
+    would read other characters than the file holds, and a number where a text belongs is usually the wrong field.
+    A refused text stops prepare, train and eval at its file:line, as a missing label does; score stops there too,
+    or with --rejects sets the line aside with the reason, so no text is ever dropped unseen. Returns the string as
+    given, unstripped.
+    """
+    if isinstance(value, bytes):  # a Parquet binary column
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TextRefused(f"'{field}' holds bytes that are not UTF-8", "store the column as UTF-8 text") from None
+    if isinstance(value, str):
+        if value.strip():
+            return value
+        raise TextRefused(f"'{field}' {'holds only whitespace' if value else 'is empty'}",
+                          "write the text, or remove the row")
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    fix = ("write one string per text (a list of labels belongs in the label column)" if isinstance(value, list | dict)
+           else "write the text, or remove the row" if missing
+           else 'write the text as a string (in JSON, in quotes: "42"), or remove the row')
+    raise TextRefused(f"'{field}' is {_kind(value)}, not a string", fix)
+
+
+def _kind(value: Any) -> str:
+    """What a value that is no string is, for a message: `null`, `a number (42)`, `a list (["a", "b"])`."""
+    if value is None:
+        return "null"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN (a missing value)"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list | dict):
+        try:
+            spelled = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):  # values JSON cannot write (Parquet structs of dates)
+            spelled = repr(value)
+        return f"{'a list' if isinstance(value, list) else 'an object'} ({_clip(spelled)})"
+    return f"a {type(value).__name__}"
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(path: str | Path, line: int, record: dict[str, Any], choice: ColumnChoice) -> str:
+    """The row's text, stripped (an OpenAI prompt also of its separator); text_value's refusal names the line."""
+    if choice.text not in record:  # JSONL: a missing field is a mistake to show, not an empty text to drop
+        raise DataError(path, line, f"no field '{choice.text}' (fields: {sorted(record)})",
+                        f"add the '{choice.text}' field, or remove the line")
+    try:
+        text = text_value(record[choice.text], choice.text)
+    except TextRefused as e:
+        raise DataError(path, line, e.reason, e.fix) from None
+    return strip_text(text) if choice.prompt_completion else text.strip()
+
+
 def _cell(path: str | Path, line: int, column: str, value: Any) -> str:
-    """A text or label cell as a string: null and NaN (a missing value in pandas/Parquet) are empty, bytes are
-    UTF-8; a list or object is refused rather than trained on as its Python spelling."""
+    """A label cell as a string: null and NaN (a missing value in pandas/Parquet) are empty, bytes are UTF-8; a
+    list or object is refused rather than trained on as its Python spelling."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bytes):

@@ -264,7 +264,7 @@ def test_cells_that_are_no_single_value(tmp_path):
     assert examples[0].text == "bytes text" and examples[0].label == "1.0" and examples[1].label == ""
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": ["a", "b"], "label": "x"}\n')
-    with pytest.raises(DataError, match=r"d.jsonl:1: column 'text' holds a list"):
+    with pytest.raises(DataError, match=r'd.jsonl:1: .text. is a list \(\["a", "b"\]\), not a string'):
         load_examples(path, "text", "label")
     path.write_text('{"text": "a", "label": "x"}\n{"body": "b", "label": "y"}\n')
     with pytest.raises(DataError, match=r"d.jsonl:2: no field 'text' \(fields: \['body', 'label'\]\)"):
@@ -318,8 +318,47 @@ def test_one_list_in_the_text_column_is_refused_at_its_line_not_read_as_label_se
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps({"text": ["a", "b"] if i == 3 else f"text number {i} here",
                                         "label": INTENTS[i % 4]}) + "\n" for i in range(41)))
-    with pytest.raises(DataError, match=r"d.jsonl:4: column 'text' holds a list"):
+    with pytest.raises(DataError, match=r'd.jsonl:4: .text. is a list \(\["a", "b"\]\), not a string'):
         load_examples(path)
     (tmp_path / "u.jsonl").write_text(path.read_text().replace('"text"', '"msg"'))  # no name to go by
-    with pytest.raises(DataError, match=r"u.jsonl:4: column 'msg' holds a list"):
+    with pytest.raises(DataError, match=r"u.jsonl:4: 'msg' is a list"):
         load_examples(tmp_path / "u.jsonl")
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ('{"text": 42, "label": "b"}', "'text' is a number (42), not a string"),
+    ('{"text": false, "label": "b"}', "'text' is a boolean (false), not a string"),
+    ('{"text": "", "label": "b"}', "'text' is empty"),
+    ('{"text": " \\u00a0\\t", "label": "b"}', "'text' holds only whitespace"),
+    ('{"text": {"en": "hi"}, "label": "b"}', "'text' is an object ({\"en\": \"hi\"}), not a string"),
+])
+def test_a_text_that_is_no_string_or_empty_stops_at_its_line(tmp_path, line, reason):
+    # A number or boolean used to become its Python spelling ("42", "False") and an empty text a row that cleaning
+    # dropped; score refused the first and scored the second. text_value's rule now holds on every path.
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n' + line + "\n")
+    with pytest.raises(DataError) as err:
+        load_examples(path)
+    assert (err.value.line, err.value.reason) == (2, reason) and "fix:" in str(err.value)
+
+
+def test_an_empty_csv_or_parquet_text_is_refused_not_dropped(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(DataError, match=r"d.csv:3: 'text' is empty \(fix: write the text, or remove the row\)"):
+        load_examples(_csv(tmp_path / "d.csv", "text,label", [("one", "a"), ("", "b"), ("three", "a")]))
+    pq.write_table(pa.table({"text": ["one", None], "label": ["a", "b"]}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet:2: 'text' is null, not a string"):
+        load_examples(tmp_path / "d.parquet", "text", "label")
+    pq.write_table(pa.table({"text": [float("nan")], "label": ["a"]}), tmp_path / "d.parquet")  # pandas' missing
+    with pytest.raises(DataError, match=r"d.parquet:1: 'text' is NaN \(a missing value\), not a string"):
+        load_examples(tmp_path / "d.parquet", "text", "label")
+
+
+def test_text_value_returns_the_string_as_given():
+    from neogen.read import TextRefused, text_value
+
+    assert text_value("  keep me \n") == "  keep me \n" and text_value(b"caf\xc3\xa9") == "café"
+    with pytest.raises(TextRefused, match="'body' holds bytes that are not UTF-8"):
+        text_value(b"caf\xe9", "body")
