@@ -51,12 +51,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from neogen import distributed
-    from neogen.recipe import load_recipe, recipe_help
+    from neogen.recipe import load_recipe, recipe_help, recipe_reference_markdown
     from neogen.rundir import RESULTS_FILE
     from neogen.train import train
 
-    if args.help_recipe:
-        print(recipe_help())
+    if args.help_recipe or args.markdown:
+        print(recipe_reference_markdown() if args.markdown else recipe_help())
         return
     if args.recipe is None:
         raise NeogenError("give a recipe file (recipes/quickstart.yaml) or '-' for the defaults")
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="recipe YAML ('-' for the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 data.train=my.csv")
     p.add_argument("--help-recipe", action="store_true", help="list every recipe key with its default and meaning")
+    p.add_argument("--markdown", action="store_true", help="with --help-recipe: as Markdown (docs/recipe.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in the recipe's output_dir from its newest checkpoint (optimizer, schedule "
                         "and data position included); the recipe must match the run's recipe.yaml, except "
