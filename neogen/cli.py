@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -355,7 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except NeogenError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except BrokenPipeError:
+        # `neogen score RUN in.jsonl - | head`: the reader has what it wanted. Point stdout at /dev/null so that
+        # Python's flush at exit does not raise a second time, and exit as a process killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as e:  # a write the commands did not foresee: still one line naming the path, never a traceback
+        from neogen.folders import write_error
+
+        error = write_error(e, e.filename or "output")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 

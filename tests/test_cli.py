@@ -99,7 +99,7 @@ def test_errors_are_one_clear_line(cli_run):
     assert "Traceback" not in bad.stderr
     (cli_run / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
     bad = neogen("score", str(cli_run / "run"), str(cli_run / "bad.jsonl"), str(cli_run / "o.jsonl"), check=False)
-    assert bad.returncode == 2 and "bad.jsonl:2:" in bad.stderr and "--rejects" in bad.stderr
+    assert bad.returncode == 65 and "bad.jsonl:2:" in bad.stderr and "--rejects" in bad.stderr
 
 
 def test_help_recipe_lists_keys():
@@ -167,7 +167,7 @@ def test_eval_reads_openai_rows_by_their_completion(cli_run):
     assert by_completion["accuracy"] == by_label["accuracy"] and by_completion["n"] == len(rows)
     (cli_run / "coarse.csv").write_text("text,label\nwhat is a lens,Math\nwhat is a cell,Biology\n")
     bad = neogen("eval", str(cli_run / "run"), str(cli_run / "coarse.csv"), check=False)
-    assert bad.returncode == 2 and "coarse.csv:2: label 'Math' is not one of the run's labels" in bad.stderr
+    assert bad.returncode == 65 and "coarse.csv:2: label 'Math' is not one of the run's labels" in bad.stderr
 
 
 def test_prepare_refuses_bad_ratios_and_held_out_labels_it_cannot_write(tiny_neo, tmp_path, capsys):
