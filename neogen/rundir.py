@@ -1,6 +1,7 @@
 """The names inside a run directory, in one place: training writes them, inference, scoring and resuming read them.
 
     runs/<name>/
+      neogen-run.json               the marker: this folder is a neogen run (neogen.run), locked while training
       adapter/ last/ checkpoints/   the best and the last LoRA adapter; Trainer checkpoints (optimizer state too)
       labels.json recipe.yaml       the label codec and the resolved recipe
       thresholds.json               multi-label decision thresholds
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from neogen.multilabel import MultiLabelCodec
     from neogen.thresholds import Thresholds
 
+RUN_MARKER = "neogen-run.json"
 ADAPTER_DIR = "adapter"
 LAST_ADAPTER_DIR = "last"
 CHECKPOINTS_DIR = "checkpoints"

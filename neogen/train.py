@@ -40,7 +40,8 @@ from neogen.prepare import clean, data_report, format_report, prepared_words, sp
 from neogen.prompt import PromptEncoder
 from neogen.read import Example, load_examples
 from neogen.recipe import DataConfig, Recipe
-from neogen.resume import check_resumed_data, checkpoints, resumable, resume_point, truncate_metrics
+from neogen.resume import check_resumed_data, resumable, resume_point, truncate_metrics
+from neogen.run import Run
 from neogen.rundir import (
     ADAPTER_DIR,
     CALIBRATION_FILE,
@@ -215,21 +216,34 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     data position with it), provided the recipe and data match the run's (RESUMABLE_CHANGES may differ).
     callbacks are extra Trainer callbacks (early stopping, custom logging), called after the metrics logger.
     progress=False hides the training progress bar.
-    """
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import TrainingArguments, set_seed
 
+    The run folder is claimed and locked before anything loads: a folder neogen did not create is refused, and so
+    is a second training into the same folder while this one runs (neogen.run).
+    """
     recipe.validate()
     # The saved recipe is how every later load finds the base model: a relative local path would only work from
     # the folder training ran in.
     recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name=pinned_name(recipe.model.name)))
-    run_dir = Path(recipe.output_dir).expanduser()  # as TrainingArguments expands it: one folder, not two
     world = distributed.world()
-    main = world.is_main  # under torchrun every rank runs this; rank 0 alone writes the run dir
     distributed.check_single_process_devices(world)
+    run = Run(recipe.output_dir)
+    if not world.is_main:  # under torchrun rank 0 alone claims, locks and writes the run dir
+        return _train(recipe, run, resume, callbacks, progress)
+    with run.claimed():
+        return _train(recipe, run, resume, callbacks, progress)
+
+
+def _train(recipe: Recipe, run: Run, resume: bool, callbacks: list[Any] | None, progress: bool) -> Path:
+    """train()'s body, in a folder this process owns (rank 0) or shares with rank 0 (torchrun)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import TrainingArguments, set_seed
+
+    run_dir = run.path
+    world = distributed.world()
+    main = world.is_main
     resume_from = resume_point(run_dir, recipe) if resume else None
     if resume_from is None:
-        _refuse_unfinished_run(run_dir)
+        run.refuse_unfinished()
     set_seed(recipe.train.seed)
     device = distributed.use_device(world)  # cuda:LOCAL_RANK under torchrun: each rank loads onto its own GPU
     precision = resolve_precision(recipe.train.precision, device)
@@ -272,7 +286,7 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
     # a refused run leaves it whole, never its old adapter beside this run's labels.
     if main:
         if resume_from is None:
-            _clear_earlier_run(run_dir)
+            run.clear_earlier()
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / METRICS_FILE).unlink(missing_ok=True)
         else:
@@ -390,38 +404,6 @@ def train(recipe: Recipe, resume: bool = False, callbacks: list[Any] | None = No
         logger.info("%s split:\n%s", name, format_metrics(metrics))
     (run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir
-
-
-def _refuse_unfinished_run(run_dir: Path) -> None:
-    """An unfinished run's checkpoints may hold hours of training: a fresh run never deletes them unasked."""
-    earlier = checkpoints(run_dir)
-    if earlier and not (run_dir / RESULTS_FILE).is_file():
-        raise NeogenError(f"{run_dir / CHECKPOINTS_DIR} holds checkpoints of an unfinished run (newest: "
-                          f"{earlier[-1].name}) (fix: add --resume (train(..., resume=True)) to continue it, or "
-                          f"delete {run_dir / CHECKPOINTS_DIR} or pick another output_dir to start afresh)")
-
-
-# What a finished run leaves that a fresh run in its folder replaces (the files every run writes are overwritten).
-EARLIER_RUN = (CHECKPOINTS_DIR, ADAPTER_DIR, LAST_ADAPTER_DIR, "eval", THRESHOLDS_FILE, CALIBRATION_FILE, RESULTS_FILE)
-
-
-def _clear_earlier_run(run_dir: Path) -> None:
-    """Make room for a fresh run in a folder a finished run used (an unfinished one was refused earlier).
-
-    Nothing of the earlier run may outlive it: its checkpoints would be taken for this run's (the newest goes into
-    `last/` and is what --resume picks), and its adapter, thresholds or temperature would be read with this run's
-    labels if this run stopped before writing its own. results.json goes first, so that a run stopped midway is
-    never taken for a finished one.
-    """
-    found = [name for name in EARLIER_RUN if (run_dir / name).exists()]
-    if found:
-        logger.warning("%s: removing the finished earlier run's %s; this run replaces it", run_dir, ", ".join(found))
-    for name in reversed(EARLIER_RUN):
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def _log_through_logging(trainer: Any) -> None:
