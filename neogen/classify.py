@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neogen.calibration import Temperature
-from neogen.errors import NeogenError
+from neogen.errors import ModelRefusedError, NeogenError
 from neogen.forward import next_token_logits, pad_right
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec, label_probabilities
@@ -113,7 +114,12 @@ class Classifier:
             # As training prepared it: the non-quantized weights (embeddings, norms, LM head) in fp32. The adapter
             # was trained and evaluated on that model, not on one with those weights in bf16.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        model = PeftModel.from_pretrained(model, str(adapter_dir))  # a str: peft takes a Path for a Hub repo id
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir))  # a str: peft takes a Path for a Hub repo id
+        except pickle.UnpicklingError as e:  # torch's weights-only loader met a pickled object it will not run
+            raise ModelRefusedError(f"{adapter_dir}: the adapter's pickled weights hold objects torch refuses to "
+                                    f"load safely ({str(e).splitlines()[0][:200]}) (fix: load it only if you trust "
+                                    "its source, and re-save it as adapter_model.safetensors)") from None
         precision = resolve_precision(precision or recipe.train.precision, next(model.parameters()).device)
         if merge and not recipe.model.quantization:
             model = model.merge_and_unload()  # plain weights: no LoRA matmuls at inference

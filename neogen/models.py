@@ -12,13 +12,15 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from neogen.errors import NeogenError
+from neogen.errors import ModelRefusedError, NeogenError
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +113,29 @@ def materialize(source: ModelSource) -> str:
     return str(target)
 
 
+@contextmanager
+def refusing_remote_code(name: str) -> Iterator[None]:
+    """Turn transformers' refusal of a model that ships its own code into one clear error.
+
+    neogen passes trust_remote_code=False everywhere: left unset, transformers would ask on a terminal whether to
+    run the model folder's Python files, and a training or scoring run must never execute code it was handed.
+    """
+    try:
+        yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise ModelRefusedError(f"{name} needs its own Python code to load (trust_remote_code), which neogen never "
+                                "runs (fix: use a model whose architecture transformers supports natively, e.g. "
+                                "gpt-neo-125m or smollm2-135m)") from None
+
+
 def load_tokenizer(name: str) -> Any:
     """The model's tokenizer, padding on the right with a pad token (EOS when the model has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(materialize(resolve(name)))
+    with refusing_remote_code(name):
+        tokenizer = AutoTokenizer.from_pretrained(materialize(resolve(name)), trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -179,7 +199,8 @@ def load_model(name: str, dtype: str = "auto", quantization: str | None = None,
         # The whole model on this process's GPU (a bare "cuda" means the current one): bitsandbytes weights cannot
         # be moved after loading, and under torchrun each rank has its own GPU.
         kwargs["device_map"] = {"": device.index if device.index is not None else torch.cuda.current_device()}
-    model = AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), **kwargs)
+    with refusing_remote_code(name):
+        model = AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), trust_remote_code=False, **kwargs)
     if quantization is None:
         model.to(device)
     fuse_activations(model)

@@ -256,3 +256,21 @@ def test_texts_must_be_a_string_or_an_iterable_of_strings(clf):
             clf.classify(bad)
     assert clf.classify(np.array(["lens", "héllo 日本語 🎉"])) == clf.classify(["lens", "héllo 日本語 🎉"])
     assert clf.classify(t for t in ["lens", "cell"]) == clf.classify(["lens", "cell"])
+
+
+class NotATensor:
+    """A pickled object of a class torch's weights-only loader does not allow."""
+
+
+def test_a_pickled_adapter_torch_refuses_is_one_clear_error(tiny_run, tmp_path):
+    import shutil
+
+    import torch
+
+    from neogen.errors import ModelRefusedError
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    (run / "adapter" / "adapter_model.safetensors").unlink()
+    torch.save({"weights": NotATensor()}, run / "adapter" / "adapter_model.bin")
+    with pytest.raises(ModelRefusedError, match=r"adapter: the adapter's pickled weights .* adapter_model.safetensors"):
+        Classifier.load(run)

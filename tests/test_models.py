@@ -142,3 +142,23 @@ def test_frozen_linears_cast_once_give_the_same_logits_and_keep_lora_and_head(ti
     assert head.weight.dtype == torch.float32
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
+
+
+def test_a_model_that_ships_its_own_code_is_refused_without_running_it(tmp_path):
+    """transformers would ask on a terminal whether to run the folder's code; neogen never runs it, and says so."""
+    import json
+
+    from neogen.errors import ModelRefusedError
+    from neogen.models import load_tokenizer
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "custommodel", "architectures": ["XModel"],
+        "auto_map": {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XModel"}}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": [
+        "tokenization_x.XTokenizer", None]}}))
+    for name in ("configuration_x.py", "modeling_x.py", "tokenization_x.py"):
+        (tmp_path / name).write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    for load in (load_model, load_tokenizer):
+        with pytest.raises(ModelRefusedError, match=r"needs its own Python code to load \(trust_remote_code\)"):
+            load(str(tmp_path))
+    assert not (tmp_path / "ran").exists()
