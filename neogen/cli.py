@@ -20,7 +20,7 @@ logger = logging.getLogger("neogen")
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from neogen.models import load_tokenizer
-    from neogen.prepare import clean, data_report, format_report, split, write_prepared
+    from neogen.prepare import check_out_dir, clean, data_report, format_report, split, write_prepared
     from neogen.prompt import PromptEncoder
     from neogen.read import load_examples
     from neogen.recipe import DataConfig, MultiLabelConfig, Recipe
@@ -29,6 +29,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if args.valid_ratio + args.test_ratio >= 1:
         raise NeogenError(f"--valid-ratio {args.valid_ratio} + --test-ratio {args.test_ratio} leave no rows for "
                           "training; give them a sum below 1")
+    check_out_dir(Path(args.out), args.input)  # before any work: never over the input or a file neogen did not write
     examples, choice = load_examples(args.input, args.text_column, args.label_column, multi_label=args.multi_label,
                                      label_separator=args.label_separator, allow_empty=args.allow_empty)
     examples, cleaning = clean(examples)
@@ -47,7 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     check_labels(splits, codec)
     report = data_report(splits, codec, PromptEncoder(tokenizer, args.max_length), choice, cleaning)
     report["tokenizer"] = args.model
-    written = write_prepared(Path(args.out), splits, codec, report)
+    written = write_prepared(Path(args.out), splits, codec, report, args.input)
     print(format_report(report))
     print("wrote " + ", ".join(str(p) for p in written))
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from neogen.errors import DataError
+from neogen.errors import DataError, OutputError
+from neogen.folders import claim, file_id, is_marked
 from neogen.labels import LabelCodec, word_token
 from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
@@ -309,10 +311,45 @@ def prepared_words(examples: list[Example], tokenizer: Any) -> dict[str, str]:
     return words
 
 
+SPLIT_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl")
+PREPARED_FILES = (*SPLIT_FILES, "labels.json", "report.json")
+PREPARED_MARKER = "neogen-data.json"  # written by prepare: the files above in this folder are neogen's to replace
+
+
+def check_out_dir(out_dir: Path, source: str | Path) -> None:
+    """Refuse, before any work, an --out folder where prepare would overwrite its input or a file it did not write.
+
+    A folder an earlier `neogen prepare` wrote (it holds PREPARED_MARKER) is prepared again in place; in any other
+    folder the files prepare writes must not exist yet.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder (fix: give a folder, e.g. prepared/)")
+    source_id = file_id(source)
+    for name in PREPARED_FILES:
+        target = out_dir / name
+        if os.path.realpath(target) == os.path.realpath(source) or (source_id and file_id(target) == source_id):
+            raise OutputError(f"prepare would write {target} over its own input {source} (fix: give another --out "
+                              "folder, e.g. prepared/)")
+    if is_marked(out_dir, PREPARED_MARKER, "prepared"):
+        return
+    clashes = [name for name in PREPARED_FILES if (out_dir / name).exists()]
+    if clashes:
+        raise OutputError(f"--out {out_dir} already holds {', '.join(clashes)}, which neogen did not write (fix: "
+                          "give an empty or new --out folder; neogen never overwrites files it did not write)")
+
+
 def write_prepared(out_dir: Path, splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec,
-                   report: dict[str, Any]) -> list[Path]:
-    """Write the non-empty splits, labels.json and report.json into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+                   report: dict[str, Any], source: str | Path) -> list[Path]:
+    """Write the non-empty splits, labels.json and report.json into out_dir (checked by check_out_dir first).
+
+    An empty split's file from an earlier prepare into the same folder is removed, so the folder never mixes two
+    preparations.
+    """
+    check_out_dir(out_dir, source)
+    claim(out_dir, PREPARED_MARKER, "prepared", "give an empty or new --out folder", adopt=True)
+    for name, part in splits.items():
+        if not part:
+            (out_dir / f"{name}.jsonl").unlink(missing_ok=True)
     written = []
     for name, part in splits.items():
         if part:

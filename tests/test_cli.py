@@ -221,3 +221,40 @@ def test_eval_reads_the_columns_the_run_was_trained_on(tmp_path):
                                   (same, ("eng", None), ("eng", None))):  # named on the command line: as given
         args = argparse.Namespace(run_dir=str(run), data=str(data), text_column=given[0], label_column=given[1])
         assert _eval_columns(args) == expected
+
+
+def test_prepare_never_writes_over_its_input_or_files_it_did_not_write(tiny_neo, tmp_path):
+    data = write_csv(tmp_path / "train.jsonl", [])  # replaced below by JSONL rows
+    data.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in toy_rows(12)))
+    before = data.read_bytes()
+    proc = neogen("prepare", str(data), "--out", str(tmp_path), "--model", tiny_neo, check=False)
+    assert proc.returncode == 73 and "over its own input" in proc.stderr and "Traceback" not in proc.stderr
+    assert data.read_bytes() == before
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "report.json").write_text("mine")
+    proc = neogen("prepare", str(data), "--out", str(theirs), "--model", tiny_neo, check=False)
+    assert proc.returncode == 73 and "already holds report.json" in proc.stderr
+    assert (theirs / "report.json").read_text() == "mine"
+    ours = tmp_path / "ours"
+    neogen("prepare", str(data), "--out", str(ours), "--model", tiny_neo, "--valid-ratio", "0.2")
+    neogen("prepare", str(data), "--out", str(ours), "--model", tiny_neo)  # its own folder: prepared again
+    assert not (ours / "valid.jsonl").exists()  # no split left over from the first preparation
+
+
+def test_train_into_a_file_or_a_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from neogen import cli
+
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    proc = neogen("train", "-", "data.train=data/questions.csv", f"output_dir={taken}", check=False)
+    assert proc.returncode == 73 and "is a file, not a folder" in proc.stderr and "Traceback" not in proc.stderr
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "adapter_model.safetensors"))
+
+    monkeypatch.setattr(sys.modules["neogen.train"], "train", full)  # `neogen.train` names the function
+    assert cli.main(["train", "-", "data.train=data/questions.csv"]) == 74
+    assert "adapter_model.safetensors: no space left on the device" in capsys.readouterr().err

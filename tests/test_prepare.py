@@ -149,7 +149,7 @@ def test_report_and_written_files(tmp_path, gpt2_bpe):
     assert report["prompt_tokens"]["over_max_length"] >= 1
     text = format_report(report)
     assert "'Maths' -> ' Math'" in text and "imbalance ratio 2.0" in text
-    written = write_prepared(tmp_path, parts, codec, report)
+    written = write_prepared(tmp_path, parts, codec, report, tmp_path.parent / "raw.csv")
     assert [p.name for p in written] == ["train.jsonl", "test.jsonl", "labels.json", "report.json"]
     back, choice = load_examples(tmp_path / "test.jsonl")
     assert choice.prompt_completion
