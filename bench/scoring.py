@@ -8,7 +8,7 @@ The same model, texts, prompt token ids (neogen's PromptEncoder) and thread coun
                   the label tokens' log-probabilities from scores[0] (the temperature 0 / max_tokens 1 / logprobs
                   recipe), class scores = softmax over them.
   (c) batched     model.generate on batches of the same size as (a), left-padded by hand with an attention mask,
-                  in input order (--generate-order sorted gives it neogen's length sorting too).
+                  in input order (generate_order=sorted gives it neogen's length sorting too).
 
 Each method is warmed up once on a few texts, then timed on all of them. The script checks that the three give the
 same labels and reports the largest score difference, measures the machine's matmul peak (square matmul, same
@@ -19,50 +19,42 @@ tensors. The first says what share of the wall time the matmuls take and the rat
 second how fast the same (small, thin) matmuls run here by themselves. The base model is used as is (no adapter):
 speed and agreement do not depend on training. neogen's copy of the model is prepared as `load_model` and
 `Classifier.load` prepare it (tanh-GELU fused; in bf16, linear weights cast once); (b) and (c) run the model as
-`from_pretrained` gives it (--generate-weights cast gives them the bf16 weights too). With --repeats N every method
+`from_pretrained` gives it (generate_weights=cast gives them the bf16 weights too). With repeats=N every method
 is timed N times and the fastest run counts, as for the peak matmul: on a shared machine the fastest run is the
 one least disturbed by other tenants.
 
-    # the real measurement: SmolLM2-135M, 1000 TREC questions, fp32, all threads
-    python bench/scoring.py --json bench/scoring-smollm2-fp32.json
-    # bf16 autocast (neogen and generate alike; the peak is then a bf16 matmul)
-    python bench/scoring.py --precision bf16 --json bench/scoring-smollm2-bf16.json
-    # GPT-Neo-125M shape, random weights, real GPT-2 BPE (no download)
-    python bench/scoring.py --model gpt-neo-125m-random --json bench/scoring-gptneo-fp32.json
-    # smoke tests (seconds)
-    python bench/scoring.py --model gpt-neo-125m-random --rows 16
-    python bench/scoring.py --rows 8 --skip-naive --peak-size 1024
+    python -m bench run scoring                                        # SmolLM2-135M, 1000 TREC questions, fp32
+    python -m bench run scoring precision=bf16                         # bf16 (the peak is then a bf16 matmul)
+    python -m bench run scoring model=gpt-neo-125m-random              # GPT-Neo-125M shape, random weights
+    python -m bench run scoring --out /tmp/smoke model=gpt-neo-125m-random rows=16 peak_size=256   # smoke test
 
 Time on an otherwise idle machine: when another process holds cores, torch's threads wait on each other and every
-figure (the peak too) drops several-fold; with --threads 1 the figures stay sane but describe one core.
+figure (the peak too) drops several-fold; with threads=1 the figures stay sane but describe one core.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import json
-import platform
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import RANDOM_NEO, SHARED_DATA, cpu_model, load, non_embedding_parameters, prepare_like_neogen, read_trec
 
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
 from neogen.models import cast_for_inference
 from neogen.prompt import PromptEncoder
 
+from .common import data_path, load, non_embedding_parameters, prepare_like_neogen, read_trec
+
 T = TypeVar("T")
 
-DEFAULT_DATA = SHARED_DATA / "trec" / "train_5500.label"
 LEFT_OUT = ("attention score and value matmuls (QK^T, AV), the LM-head row at each prompt's last position, "
             "padding tokens, norms/activations/softmax")
 
@@ -70,6 +62,7 @@ LEFT_OUT = ("attention score and value matmuls (QK^T, AV), the LM-head row at ea
 # ---------------------------------------------------------------------------------------------------------- timing
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a clock reading covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -109,10 +102,12 @@ def linear_shapes(model: Any, run: Callable[[], Any],
     head = model.get_output_embeddings()
 
     def start(module: torch.nn.Linear, _: Any) -> None:
+        """The clock before a linear layer's call."""
         sync(device)
         started[id(module)] = time.perf_counter()
 
     def record(module: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], _: Any) -> None:
+        """The call's shape and its seconds."""
         sync(device)
         x = inputs[0]
         shape = (x.numel() // x.shape[-1], module.in_features, module.out_features, module.bias is not None)
@@ -202,8 +197,6 @@ def score_batched(model: Any, prompts: list[list[int]], label_ids: torch.Tensor,
 
 # ---------------------------------------------------------------------------------------------------------- report
 
-
-
 def agreement(results: dict[str, np.ndarray], tolerance: float) -> dict[str, Any]:
     """Label agreement of every method with every other, and the largest absolute score differences."""
     names = list(results)
@@ -216,72 +209,43 @@ def agreement(results: dict[str, np.ndarray], tolerance: float) -> dict[str, Any
             "pass": bool(same.all() and max_diff <= tolerance)}
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m",
-                        help=f"smollm2-135m, {RANDOM_NEO}, or a path / Hub id (default: %(default)s)")
-    parser.add_argument("--data", default=str(DEFAULT_DATA),
-                        help="TREC file, one `COARSE:fine question` per line (default: %(default)s)")
-    parser.add_argument("--rows", type=int, default=1000, help="questions to score (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="for (a) and (c) (default: %(default)s)")
-    parser.add_argument("--max-length", type=int, default=256, help="prompt tokens at most (default: %(default)s)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="fp32, or bf16 autocast over fp32 weights for all methods (default: %(default)s)")
-    parser.add_argument("--generate-weights", choices=["autocast", "cast"], default="autocast",
-                        help="bf16 only: (b)/(c) run under autocast over the fp32 weights (a user's one-line change), "
-                             "or on the bf16 linear weights neogen scores with (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch intra-op threads (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--skip-naive", action="store_true", help="skip (b), one text at a time")
-    parser.add_argument("--generate-order", choices=["input", "sorted"], default="input",
-                        help="batch order for (c): input order, or longest first like neogen (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=4, help="warm-up texts per method (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="timed runs per method; the fastest counts (default: %(default)s)")
-    parser.add_argument("--peak-size", type=int, default=4096, help="side of the peak matmul (default: %(default)s)")
-    parser.add_argument("--peak-reps", type=int, default=5, help="timed peak matmuls (default: %(default)s)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max |score difference| that passes "
-                        "(default: %(default)s)")
-    parser.add_argument("--json", metavar="PATH", help="also write all figures as JSON")
-    args = parser.parse_args(argv)
+def methods_for(model: Any, tokenizer: Any, texts: list[str], gold: list[str], p: SimpleNamespace,
+                device: torch.device) -> tuple[Classifier, dict[str, Callable[..., np.ndarray]], list[list[int]], Any]:
+    """neogen's classifier and the three methods' callables on the same prompt ids, and the label codec.
 
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    texts, gold = read_trec(args.data)
-    texts = texts[: args.rows]
-    model, tokenizer = load(args.model, device)
+    neogen's copy of the model is prepared as `load_model` and `Classifier.load` prepare it; in bf16 its linear
+    weights are cast once, as Classifier.load does for `classify()` and `neogen score`.
+    """
     codec = LabelCodec.fit(gold, tokenizer)  # every coarse class in the file, however few rows are scored
-    prompts = PromptEncoder(tokenizer, args.max_length, codec.separator)(texts)
+    prompts = PromptEncoder(tokenizer, p.max_length, codec.separator)(texts)
     label_ids = torch.tensor(codec.token_ids, dtype=torch.long, device=device)
     pad_id = tokenizer.pad_token_id
-    tokens = sum(len(p) for p in prompts)
-    warm = min(args.warmup, len(texts))
-
-    # (a) neogen: the Classifier encodes the texts itself, with the same PromptEncoder settings as `prompts`. In bf16
-    # its linear weights are cast once, as Classifier.load does for `classify()` and `neogen score`.
-    neogen_model = prepare_like_neogen(copy.deepcopy(model), args.precision)
-    if args.generate_weights == "cast":
-        cast_for_inference(model, args.precision)
-    classifier = Classifier(neogen_model, tokenizer, codec, max_length=args.max_length, precision=args.precision,
-                            batch_size=args.batch_size)
+    neogen_model = prepare_like_neogen(copy.deepcopy(model), p.precision)
+    if p.generate_weights == "cast":
+        cast_for_inference(model, p.precision)
+    classifier = Classifier(neogen_model, tokenizer, codec, max_length=p.max_length, precision=p.precision,
+                            batch_size=p.batch_size)
     assert classifier.encoder(texts) == prompts
-    methods: dict[str, Callable[[list[list[int]], list[str]], np.ndarray]] = {
-        "neogen": lambda p, t: classifier.predict_proba(t).probs}
-    if not args.skip_naive:
-        methods["naive"] = lambda p, t: score_one_by_one(model, p, label_ids, pad_id, args.precision)
-    methods["batched"] = lambda p, t: score_batched(model, p, label_ids, pad_id, args.precision, args.batch_size,
-                                                    sort=args.generate_order == "sorted")
-    titles = {"neogen": "(a) neogen predict_proba", "naive": "(b) generate, one text at a time",
-              "batched": f"(c) generate, batches of {args.batch_size}, left pad"}
+    methods: dict[str, Callable[..., np.ndarray]] = {"neogen": lambda ids, t: classifier.predict_proba(t).probs}
+    if not p.skip_naive:
+        methods["naive"] = lambda ids, t: score_one_by_one(model, ids, label_ids, pad_id, p.precision)
+    methods["batched"] = lambda ids, t: score_batched(model, ids, label_ids, pad_id, p.precision, p.batch_size,
+                                                      sort=p.generate_order == "sorted")
+    return classifier, methods, prompts, codec
 
+
+def time_methods(methods: dict[str, Callable[..., np.ndarray]], prompts: list[list[int]], texts: list[str],
+                 p: SimpleNamespace, tokenizer: Any,
+                 device: torch.device) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Each method warmed up, then timed `repeats` times on all texts (the fastest run counts)."""
+    warm = min(p.warmup, len(texts))
     results: dict[str, np.ndarray] = {}
-    timing: dict[str, dict[str, float]] = {}
+    timing: dict[str, dict[str, Any]] = {}
     tokenizer.padding_side = "left"  # for (b)/(c) as a generate user would set it; the padding itself is by hand
     try:
         for name, fn in methods.items():
             fn(prompts[:warm], texts[:warm])
-            runs = [timed(lambda fn=fn: fn(prompts, texts), device) for _ in range(max(1, args.repeats))]
+            runs = [timed(lambda fn=fn: fn(prompts, texts), device) for _ in range(max(1, p.repeats))]
             results[name], wall, cpu = min(runs, key=lambda run: run[1])
             timing[name] = {"wall_s": wall, "cpu_s": cpu, "examples_per_s": len(texts) / wall,
                             "runs_wall_s": [run[1] for run in runs]}
@@ -289,86 +253,88 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tokenizer.padding_side = "right"
     for name in timing:
         timing[name]["neogen_speedup"] = timing["neogen"]["examples_per_s"] / timing[name]["examples_per_s"]
+    return results, timing
 
-    agree = agreement(results, args.tolerance)
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    peak = matmul_peak(dtype, args.peak_size, args.peak_reps, device)
+
+def flop_figures(model: Any, classifier: Classifier, texts: list[str], tokens: int, neogen_wall: float,
+                 p: SimpleNamespace, device: torch.device) -> dict[str, Any]:
+    """The matmul peak, neogen's achieved FLOP/s, and where the pass's time goes (its linear layers timed in place
+    during one more, hooked pass, and each of their shapes timed alone)."""
+    dtype = torch.bfloat16 if p.precision == "bf16" else torch.float32
+    peak = matmul_peak(dtype, p.peak_size, p.peak_reps, device)
     params = non_embedding_parameters(model)
-    achieved = 2.0 * params * tokens / timing["neogen"]["wall_s"]
-    shapes, in_pass, hooked_wall = linear_shapes(neogen_model, lambda: classifier.predict_proba(texts), device)
-    ceiling = linear_ceiling(shapes, dtype, args.peak_reps, device)
+    achieved = 2.0 * params * tokens / neogen_wall
+    shapes, in_pass, hooked_wall = linear_shapes(classifier.model, lambda: classifier.predict_proba(texts), device)
+    ceiling = linear_ceiling(shapes, dtype, p.peak_reps, device)
     linear_flop, in_pass_seconds = ceiling["flop"], sum(in_pass.values())
     head = model.get_output_embeddings().weight
     head_flop = 2.0 * head.shape[0] * head.shape[1] * len(texts)
-    lengths = [len(p) for p in prompts]
+    return {"non_embedding_parameters": params, "peak_flops": peak["best"], "peak_flops_mean": peak["mean"],
+            "peak_matmul": f"{p.peak_size}x{p.peak_size} {p.precision}",
+            "neogen_achieved_flops": achieved, "share_of_peak": achieved / peak["best"],
+            "left_out": LEFT_OUT, "lm_head_flop_left_out": head_flop,
+            "lm_head_share_of_counted": head_flop / (2.0 * params * tokens),
+            "linear_shapes": len(shapes), "linear_calls": sum(shapes.values()),
+            "linear_flops_alone": ceiling["flops"], "linear_share_of_peak": ceiling["flops"] / peak["best"],
+            "neogen_share_of_linear_ceiling": achieved / ceiling["flops"],
+            "linear_seconds_alone": ceiling["seconds"], "linear_share_of_wall": ceiling["seconds"] / neogen_wall,
+            "hooked_pass_wall_s": hooked_wall, "linear_seconds_in_pass": in_pass_seconds,
+            "linear_share_of_pass": in_pass_seconds / hooked_wall,
+            "linear_flops_in_pass": linear_flop / in_pass_seconds,
+            "linear_in_pass_share_of_peak": linear_flop / in_pass_seconds / peak["best"]}
 
-    report: dict[str, Any] = {
-        "machine": {"cpu": cpu_model(), "device": str(device),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "transformers": __import__("transformers").__version__, "python": platform.python_version()},
-        "config": {"model": args.model, "data": str(args.data), "rows": len(texts), "batch_size": args.batch_size,
-                   "max_length": args.max_length, "precision": args.precision, "generate_order": args.generate_order,
-                   "neogen_weights": "bf16 linear weights, cast once" if args.precision == "bf16" else "fp32",
-                   "generate_weights": ("fp32" if args.precision == "fp32" else
-                                        "bf16 autocast over fp32" if args.generate_weights == "autocast" else
-                                        "bf16 linear weights, cast once"),
-                   "labels": codec.labels, "completions": codec.completions},
+
+def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The `scoring` experiment: the three methods timed and compared on the same texts; figures as a dict."""
+    p = SimpleNamespace(**params)
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    device = torch.device(p.device) if p.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    texts, gold = read_trec(data_path(p.data))
+    texts = texts[: p.rows]
+    model, tokenizer = load(p.model, device)
+    classifier, methods, prompts, codec = methods_for(model, tokenizer, texts, gold, p, device)
+    results, timing = time_methods(methods, prompts, texts, p, tokenizer, device)
+    tokens = sum(len(ids) for ids in prompts)
+    lengths = [len(ids) for ids in prompts]
+    figures: dict[str, Any] = {
+        "device": str(device), "threads": torch.get_num_threads(), "rows": len(texts),
+        "neogen_weights": "bf16 linear weights, cast once" if p.precision == "bf16" else "fp32",
+        "generate_weights": ("fp32" if p.precision == "fp32" else "bf16 autocast over fp32"
+                             if p.generate_weights == "autocast" else "bf16 linear weights, cast once"),
+        "labels": codec.labels, "completions": codec.completions,
         "prompt_tokens": {"total": tokens, "mean": tokens / len(texts), "max": max(lengths), "min": min(lengths)},
-        "methods": timing,
-        "agreement": agree,
-        "flops": {"non_embedding_parameters": params, "peak_flops": peak["best"], "peak_flops_mean": peak["mean"],
-                  "peak_matmul": f"{args.peak_size}x{args.peak_size} {args.precision}",
-                  "neogen_achieved_flops": achieved, "share_of_peak": achieved / peak["best"],
-                  "left_out": LEFT_OUT, "lm_head_flop_left_out": head_flop,
-                  "lm_head_share_of_counted": head_flop / (2.0 * params * tokens),
-                  # The same pass's linear layers, each shape timed alone: the rate its matmuls can reach here, and
-                  # the share of the wall time that those matmuls alone take.
-                  "linear_shapes": len(shapes), "linear_calls": sum(shapes.values()),
-                  "linear_flops_alone": ceiling["flops"],
-                  "linear_share_of_peak": ceiling["flops"] / peak["best"],
-                  "neogen_share_of_linear_ceiling": achieved / ceiling["flops"],
-                  "linear_seconds_alone": ceiling["seconds"],
-                  "linear_share_of_wall": ceiling["seconds"] / timing["neogen"]["wall_s"],
-                  # The same matmuls timed in place, in one more (hooked) pass of neogen's.
-                  "hooked_pass_wall_s": hooked_wall,
-                  "linear_seconds_in_pass": in_pass_seconds,
-                  "linear_share_of_pass": in_pass_seconds / hooked_wall,
-                  "linear_flops_in_pass": linear_flop / in_pass_seconds,
-                  "linear_in_pass_share_of_peak": linear_flop / in_pass_seconds / peak["best"]},
-    }
-    print_report(report, titles)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
-    return report
+        "methods": timing, "agreement": agreement(results, p.tolerance),
+        "flops": flop_figures(model, classifier, texts, tokens, timing["neogen"]["wall_s"], p, device)}
+    print_report(figures, params)
+    return figures
 
 
-def print_report(report: dict[str, Any], titles: dict[str, str]) -> None:
+def print_report(figures: dict[str, Any], params: dict[str, Any]) -> None:
     """The table and the lines around it."""
-    m, c, t, f, a = (report[k] for k in ("machine", "config", "prompt_tokens", "flops", "agreement"))
-    gpu = f" ({m['gpu']})" if m["gpu"] else ""
-    print(f"\nmachine: {m['cpu']}, threads {m['threads']}, device {m['device']}{gpu}, torch {m['torch']}, "
-          f"transformers {m['transformers']}")
-    print(f"model: {c['model']} ({f['non_embedding_parameters'] / 1e6:.1f}M non-embedding parameters), "
-          f"precision {c['precision']}, batch {c['batch_size']}, max_length {c['max_length']}")
-    labels = ", ".join(f"{lab}={comp!r}" for lab, comp in zip(c["labels"], c["completions"], strict=True))
-    print(f"data: {c['rows']} questions, {len(c['labels'])} labels ({labels}); prompt tokens {t['total']:,} "
-          f"(mean {t['mean']:.1f}, min {t['min']}, max {t['max']})\n")
+    t, f, a = (figures[k] for k in ("prompt_tokens", "flops", "agreement"))
+    titles = {"neogen": "(a) neogen predict_proba", "naive": "(b) generate, one text at a time",
+              "batched": f"(c) generate, batches of {params['batch_size']}, left pad"}
+    print(f"\nmodel: {params['model']} ({f['non_embedding_parameters'] / 1e6:.1f}M non-embedding parameters), "
+          f"precision {params['precision']}, batch {params['batch_size']}, max_length {params['max_length']}, "
+          f"device {figures['device']}, threads {figures['threads']}")
+    labels = ", ".join(f"{lab}={comp!r}" for lab, comp in zip(figures["labels"], figures["completions"], strict=True))
+    print(f"data: {figures['rows']} questions, {len(figures['labels'])} labels ({labels}); prompt tokens "
+          f"{t['total']:,} (mean {t['mean']:.1f}, min {t['min']}, max {t['max']})\n")
     print(f"{'method':<40}{'examples/s':>12}{'wall s':>10}{'cpu s':>10}{'(a)/this':>10}")
-    for name, row in report["methods"].items():
+    for name, row in figures["methods"].items():
         print(f"{titles[name]:<40}{row['examples_per_s']:>12.1f}{row['wall_s']:>10.2f}{row['cpu_s']:>10.2f}"
               f"{row['neogen_speedup']:>9.2f}x")
     diffs = ", ".join(f"{pair} {d:.2e}" for pair, d in a["max_abs_diff"].items())
-    print(f"\nagreement: labels identical across {'/'.join(report['methods'])} for {a['labels_identical']}/{a['n']}; "
-          f"max |score diff| {diffs} -> {'PASS' if a['pass'] else 'FAIL'} (tolerance {a['tolerance']:g})")
-    if c["precision"] == "bf16":
+    print(f"\nagreement: labels identical across {'/'.join(figures['methods'])} for {a['labels_identical']}/"
+          f"{a['n']}; max |score diff| {diffs} -> {'PASS' if a['pass'] else 'FAIL'} (tolerance {a['tolerance']:g})")
+    if params["precision"] == "bf16":
         print("  (bf16 logits carry about 3 significant digits, so score differences near 1e-3 are rounding, not "
               "a different computation; identical labels are the check that matters)")
-    print(f"matmul peak ({f['peak_matmul']}, threads {m['threads']}): {f['peak_flops'] / 1e9:.1f} GFLOP/s "
+    print(f"matmul peak ({f['peak_matmul']}): {f['peak_flops'] / 1e9:.1f} GFLOP/s "
           f"(mean {f['peak_flops_mean'] / 1e9:.1f})")
     print(f"neogen achieved: 2 x {f['non_embedding_parameters'] / 1e6:.1f}M params x {t['total']:,} prompt tokens / "
-          f"{report['methods']['neogen']['wall_s']:.2f} s = {f['neogen_achieved_flops'] / 1e9:.1f} GFLOP/s "
+          f"{figures['methods']['neogen']['wall_s']:.2f} s = {f['neogen_achieved_flops'] / 1e9:.1f} GFLOP/s "
           f"= {100 * f['share_of_peak']:.1f}% of peak")
     print(f"the count leaves out: {f['left_out']} (the LM-head rows alone would add "
           f"{100 * f['lm_head_share_of_counted']:.1f}%)")
@@ -380,7 +346,3 @@ def print_report(report: dict[str, Any], titles: dict[str, str]) -> None:
           f"{f['linear_seconds_in_pass']:.2f} s = {100 * f['linear_share_of_pass']:.1f}% of that pass, at "
           f"{f['linear_flops_in_pass'] / 1e9:.1f} GFLOP/s = {100 * f['linear_in_pass_share_of_peak']:.1f}% of the "
           f"square peak; everything else (attention, norms, activations, Python) takes the rest")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,32 +8,36 @@ interleaved rounds, and reports examples/s and the final training loss (equal lo
   eager     + eager attention instead of SDPA (what neogen.models.attention_for_training picks on the CPU)
   both      both measures: neogen's training as `neogen train` runs it
 
---profile prints torch.profiler's top ops of one `base` run instead (what the measures were chosen against).
+training-profile records torch.profiler's top ops of one `base` run instead (what the measures were chosen
+against).
 
-    python bench/training_variants.py --rows 160 --rounds 2
-    python bench/training_variants.py --rows 160 --profile
-    python bench/training_variants.py --model gpt-neo-125m-random --rows 16 --rounds 1    # smoke test
+    python -m bench run training-variants rounds=2
+    python -m bench run training-profile
+    python -m bench run training-variants --out /tmp/smoke model=gpt-neo-125m-random rows=16 rounds=1
 
 Run it on an otherwise idle machine: the variants differ by less than other processes disturb them.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-from training import STUDENT, materialize_model, rows
+
+from .common import materialize_model
+from .scoring_variants import top_ops
+from .training import rows
 
 VARIANTS = ("base", "precast", "eager", "both")
 
 
 def train_once(base: Any, variant: str, data: dict[str, list[Any]], tokenizer: Any, codec: Any,
-               args: argparse.Namespace, precision: str) -> tuple[float, float]:
+               args: SimpleNamespace, precision: str) -> tuple[float, float]:
     """(examples/s, final training loss) of one epoch of neogen's Trainer with the variant's measures."""
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments
@@ -64,23 +68,12 @@ def train_once(base: Any, variant: str, data: dict[str, list[Any]], tokenizer: A
     return len(data["train"]) / (time.perf_counter() - start), result.training_loss
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m, gpt-neo-125m-random, or a directory")
-    parser.add_argument("--data", default=str(STUDENT))
-    parser.add_argument("--text-column", default="eng")
-    parser.add_argument("--label-column", default="Subject")
-    parser.add_argument("--rows", type=int, default=160, help="training rows (first of the 80%% train split)")
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32 (CPU)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--profile", action="store_true", help="profile one base run instead of timing variants")
-    args = parser.parse_args()
-    args.test_rows = 1
-
+def setup(params: dict[str, Any]) -> tuple[Any, dict[str, list[Any]], Any, Any, SimpleNamespace, str]:
+    """The base model as load_model gives it, the rows, tokenizer, codec, settings and resolved precision."""
     from neogen.labels import LabelCodec
     from neogen.models import load_model, load_tokenizer, resolve_precision
 
+    args = SimpleNamespace(**params, test_rows=1)
     data = rows(args)
     model_dir = materialize_model(args.model, Path(tempfile.mkdtemp()))
     tokenizer = load_tokenizer(model_dir)
@@ -90,18 +83,30 @@ def main() -> None:
     base = load_model(model_dir, "auto", None, cpu)
     print(f"model {args.model}, {len(data['train'])} rows, batch 8, max_length {args.max_length}, {precision}, "
           f"attention {base.config._attn_implementation}, {torch.get_num_threads()} threads")
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
+    return base, data, tokenizer, codec, args, precision
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            train_once(base, "base", data, tokenizer, codec, args, precision)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-        return
+
+def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """training-variants: every variant once per round, rounds interleaved; ex/s and final loss of each run."""
+    base, data, tokenizer, codec, args, precision = setup(params)
+    rounds = []
     for round_ in range(args.rounds):
+        runs = {}
         for variant in VARIANTS:
             rate, loss = train_once(base, variant, data, tokenizer, codec, args, precision)
+            runs[variant] = {"examples_per_s": rate, "final_loss": loss}
             print(f"round {round_}  {variant:<8} {rate:6.2f} ex/s  final loss {loss:.6f}", flush=True)
+        rounds.append(runs)
+    return {"attention": base.config._attn_implementation, "rounds": rounds}
 
 
-if __name__ == "__main__":
-    main()
+def profile(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """training-profile: the top ops of one `base` training run by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    base, data, tokenizer, codec, args, precision = setup(params)
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        train_once(base, "base", data, tokenizer, codec, args, precision)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    return {"ops": top_ops(prof, args.top)}

@@ -1,39 +1,87 @@
-"""The benchmark scripts still run against the package: each is run as a user would, on a few rows.
+"""The benchmark harness: one entry point, and every experiment still runs.
 
-They print figures rather than assert them, so these tests check what must hold whatever the machine: the run
-finishes, the three scoring methods agree in fp32, the counts add up. Speed itself is never asserted here.
+The first tests run no benchmark: they check how result files are named and that bench/ shares its helpers as a
+package. The slow ones run experiments as a user would, on a few rows, through `python -m bench run`:
+they check what must hold whatever the machine (the run finishes, the three scoring methods agree in fp32, the
+counts add up). Speed itself is never asserted here.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import HANG_TIMEOUT, ROOT, SHARED_DATA, SHARED_DATA_FIX, needs
 
 TREC = SHARED_DATA / "trec" / "train_5500.label"
 STUDENT = SHARED_DATA / "student_questions" / "subjects-questions-subset.csv"
-
-pytestmark = [pytest.mark.slow,
-              needs(TREC.exists(), f"{TREC} (the benchmarks' data)", SHARED_DATA_FIX)]
+RANDOM_NEO = "model=gpt-neo-125m-random"
 
 
-def run_bench(script: str, *args: str, tmp_path: Path) -> dict:
-    out = tmp_path / "figures.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args, "--json", str(out)],
-                          capture_output=True, text=True, timeout=HANG_TIMEOUT, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text(encoding="utf-8"))
+def with_bench_data(test: Callable[..., None]) -> Callable[..., None]:
+    """Marks a test slow and in need of the shared TREC data (missing: skipped locally, a failure under CI)."""
+    return pytest.mark.slow(needs(TREC.exists(), f"{TREC} (the benchmarks' data)", SHARED_DATA_FIX)(test))
 
 
+def bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A module of the bench package (which lives beside neogen in the checkout, not in the installed package)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module(f"bench.{name}")
+
+
+def bench(*args: str, timeout: float = HANG_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`python -m bench ARGS` from the checkout's root."""
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_bench(experiment: str, *params: str, tmp_path: Path) -> dict:
+    """Run one experiment (seed 0) into tmp_path; its one result file, read back."""
+    proc = bench("run", experiment, "--out", str(tmp_path), *params)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["experiment"] == experiment and record["seed"] == 0 and record["migrated"] is False
+    assert record["commit"] and record["versions"]["torch"] and record["machine"]["cpu"]
+    assert record["command"].startswith(f"python -m bench run {experiment}")
+    return record
+
+
+# ----------------------------------------------------------------------------------------- no benchmark runs here
+
+def test_nothing_in_bench_imports_through_sys_path() -> None:
+    """The benchmarks share helpers as a package, not by editing the import path."""
+    offenders = [path.name for path in (ROOT / "bench").glob("*.py") if "sys.path" in path.read_text(encoding="utf-8")]
+    assert offenders == []
+
+
+def test_result_files_are_named_from_the_parameters_that_differ() -> None:
+    """`run --dry-run` names the files it would write: defaults leave the name, the seed always ends it."""
+    proc = bench("run", "quality-trec6-neogen", "--dry-run", "--seeds", "0,2", "train.lr=5e-4",
+                 "train.precision=fp32", "label_words=trec6", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [Path(line).name for line in proc.stdout.split()] == [
+        f"quality-trec6-neogen-label_words=trec6-lr=5e-4-precision=fp32-seed{seed}.json" for seed in (0, 2)]
+    assert Path(proc.stdout.split()[0]).parent == ROOT / "bench" / "results"
+    unknown = bench("run", "scoring", "--dry-run", "batch=8", timeout=300)
+    assert unknown.returncode != 0 and "no parameter 'batch'" in unknown.stderr
+
+
+# --------------------------------------------------------------------------------------- experiments, on few rows
+
+@with_bench_data
 def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
-    report = run_bench("scoring.py", "--model", "gpt-neo-125m-random", "--rows", "12", "--batch-size", "4",
-                       "--peak-size", "256", "--peak-reps", "1", "--warmup", "1", "--threads", "1",
-                       "--repeats", "2", tmp_path=tmp_path)
+    """neogen, one-at-a-time and batched generate give the same labels and scores in fp32; the counts add up."""
+    record = run_bench("scoring", RANDOM_NEO, "rows=12", "batch_size=4", "peak_size=256", "peak_reps=1", "warmup=1",
+                       "threads=1", "repeats=2", tmp_path=tmp_path)
+    report = record["figures"]
     assert set(report["methods"]) == {"neogen", "naive", "batched"}
     assert report["agreement"]["pass"] is True
     assert report["prompt_tokens"]["total"] >= 12 * report["prompt_tokens"]["min"]
@@ -42,81 +90,67 @@ def test_scoring_bench_methods_agree(tmp_path: Path) -> None:
     assert report["flops"]["linear_calls"] == 3 * 12 * 6
     assert report["flops"]["linear_share_of_wall"] > 0
     assert 0 < report["flops"]["linear_seconds_in_pass"] < report["flops"]["hooked_pass_wall_s"]
-    assert all(len(row["runs_wall_s"]) == 2 for row in report["methods"].values())  # --repeats 2
+    assert all(len(row["runs_wall_s"]) == 2 for row in report["methods"].values())  # repeats=2
 
 
+@with_bench_data
 def test_many_labels_bench_scores_every_label_count(tmp_path: Path) -> None:
-    report = run_bench("many_labels.py", "--model", "gpt-neo-125m-random", "--rows", "6", "--labels", "6,300",
-                       "--yes-no-rows", "2", "--batch-size", "4", "--threads", "1", tmp_path=tmp_path)
-    assert [r["labels"] for r in report["results"]] == [6, 300]
-    assert [r["aliases"] for r in report["results"]] == [6, 300]  # `L0001`... is never one token
-    assert all(r[m]["ex_per_s"] > 0 for r in report["results"] for m in ("single", "independent", "yes_no"))
+    """Every K is scored three ways, and `L0001`... always needs an alias."""
+    record = run_bench("many-labels", "rows=6", "labels=6,300", "yes_no_rows=2", "batch_size=4", "threads=1",
+                       tmp_path=tmp_path)
+    results = record["figures"]["results"]
+    assert [r["labels"] for r in results] == [6, 300]
+    assert [r["aliases"] for r in results] == [6, 300]  # `L0001`... is never one token
+    assert all(r[m]["ex_per_s"] > 0 for r in results for m in ("single", "independent", "yes_no"))
 
 
+@with_bench_data
 def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
-    report = run_bench("score_memory.py", "--model", "gpt-neo-125m-random", "--lines", "5,20", "--precision",
-                       "fp32", "--threads", "1", tmp_path=tmp_path)
-    assert [r["lines"] for r in report["results"]] == [5, 20]
-    assert all(r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 for r in report["results"])
+    """Each input size is scored whole, in its own process."""
+    record = run_bench("score-memory", RANDOM_NEO, "lines=5,20", "precision=fp32", "threads=1", tmp_path=tmp_path)
+    results = record["figures"]["results"]
+    assert [r["lines"] for r in results] == [5, 20]
+    assert all(r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 for r in results)
 
 
+@with_bench_data
 @needs(STUDENT.exists(), str(STUDENT), SHARED_DATA_FIX)
 def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
-    report = run_bench("training.py", "--model", "gpt-neo-125m-random", "--rows", "8", "--test-rows", "4",
-                       "--batch-size", "4", "--max-length", "48", "--precision", "fp32", tmp_path=tmp_path)
-    assert [r["method"] for r in report["results"]] == ["neogen", "tutorial"]
-    for r in report["results"]:
+    """Both methods train on the same rows, each in its own process, and are scored on the same test rows."""
+    record = run_bench("training", RANDOM_NEO, "rows=8", "test_rows=4", "batch_size=4", "max_length=48",
+                       "precision=fp32", tmp_path=tmp_path)
+    results = record["figures"]["results"]
+    assert [r["method"] for r in results] == ["neogen", "tutorial"]
+    for r in results:
         assert r["train_rows"] == 8 and r["train_examples_per_second"] > 0
         assert 0.0 <= r["test_accuracy"] <= 1.0
 
 
-def test_quality_summary_gives_mean_spread_and_wins(tmp_path: Path) -> None:
-    def run(seed: int, neogen_acc: float, head_acc: float) -> str:
-        metrics = {"roc_auc": 0.99, "macro_f1": 0.9, "log_loss": 0.2}
-        report = {"dataset": "trec6", "results": {"neogen": {"accuracy": neogen_acc, **metrics},
-                                                  "head": {"accuracy": head_acc, **metrics}}}
-        path = tmp_path / f"seed{seed}.json"
-        path.write_text(json.dumps(report), encoding="utf-8")
-        return str(path)
-
-    files = [run(0, 0.96, 0.95), run(1, 0.94, 0.95)]
-    summary = run_bench("quality_summary.py", *files, tmp_path=tmp_path)
-    accuracy = summary["methods"]["neogen"]["accuracy"]
-    assert accuracy["values"] == [0.96, 0.94]
-    assert abs(accuracy["mean"] - 0.95) < 1e-12 and abs(accuracy["std"] - 0.0141421356) < 1e-9
-    assert summary["wins"]["accuracy"] == {"neogen": 1, "head": 1}
-    assert summary["wins"]["roc_auc"] == {"neogen": 0, "head": 0}  # ties are nobody's win
+def rows_of(path: Path) -> list[list[str]]:
+    """A text,label CSV file's rows, header left out."""
+    with path.open(encoding="utf-8") as f:
+        return list(csv.reader(f))[1:]
 
 
-def test_quality_low_data_sample_is_stratified_and_repeatable(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from quality import splits
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-
-    def rows(path: Path) -> list[list[str]]:
-        with path.open(encoding="utf-8") as f:
-            return list(csv.reader(f))[1:]
-
+@with_bench_data
+def test_quality_low_data_sample_is_stratified_and_repeatable(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train_rows` draws the same stratified sample for every method; the test split is never sampled."""
+    splits = bench_module("quality", monkeypatch).splits
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = splits("trec6", tmp_path / "a", train_rows=60, sample_seed=0)
     again = splits("trec6", tmp_path / "b", train_rows=60, sample_seed=0)
-    train = rows(first["train"])
-    assert len(train) == 60 and train == rows(again["train"])
+    train = rows_of(first["train"])
+    assert len(train) == 60 and train == rows_of(again["train"])
     assert {label for _, label in train} == {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}  # even ABBR (1.6%)
-    assert len(rows(first["test"])) == 500  # the test split is never sampled
+    assert len(rows_of(first["test"])) == 500  # the test split is never sampled
 
 
-def test_trec50_keeps_the_fine_classes(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from quality import splits
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    with splits("trec50", tmp_path)["train"].open(encoding="utf-8") as f:
-        rows = list(csv.reader(f))[1:]
+@with_bench_data
+def test_trec50_keeps_the_fine_classes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TREC-50 keeps `COARSE:fine` labels, on the rows neogen trains on after dropping repeated texts."""
+    rows = rows_of(bench_module("quality", monkeypatch).splits("trec50", tmp_path)["train"])
     labels = {label for _, label in rows}
     assert len(labels) == 50 and {"NUM:date", "ENTY:animal", "HUM:ind"} <= labels
     # The rows neogen trains on after dropping repeated texts, so that every method sees the same ones.
