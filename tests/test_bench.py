@@ -1,9 +1,9 @@
-"""The benchmark harness: one entry point, and every experiment still runs.
+"""The benchmark harness: its result files follow one schema, and every experiment still runs.
 
-The first tests run no benchmark: they check how result files are named and that bench/ shares its helpers as a
-package. The slow ones run experiments as a user would, on a few rows, through `python -m bench run`:
-they check what must hold whatever the machine (the run finishes, the three scoring methods agree in fp32, the
-counts add up). Speed itself is never asserted here.
+The first tests run no benchmark: they check that every result file follows the schema and is named from its
+parameters, and that bench/ shares its helpers as a package. The slow ones run experiments as a user would, on a
+few rows, through `python -m bench run`: they check what must hold whatever the machine (the run finishes, the three
+scoring methods agree in fp32, the counts add up). Speed itself is never asserted here.
 """
 
 from __future__ import annotations
@@ -55,6 +55,20 @@ def run_bench(experiment: str, *params: str, tmp_path: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- no benchmark runs here
+
+def test_every_result_file_records_where_its_figures_come_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One schema for all: experiment, parameters, seed, commit, versions, machine, command, date, figures."""
+    record = bench_module("record", monkeypatch)
+    experiments = bench_module("experiments", monkeypatch).EXPERIMENTS
+    results = record.read_results()
+    assert results
+    for r in results:
+        exp = experiments[r["experiment"]]
+        assert r["file"] == record.result_name(exp.name, r["params"], dict(exp.defaults) | dict(exp.fixed), r["seed"])
+        assert len(r["commit"]) == 40 and r["date"] and r["figures"], r["file"]
+        assert set(record.PACKAGES) <= set(r["versions"]) and "cpu" in r["machine"], r["file"]
+        assert r["migrated"] or (r["command"] and r["versions"]["torch"]), r["file"]
+
 
 def test_nothing_in_bench_imports_through_sys_path() -> None:
     """The benchmarks share helpers as a package, not by editing the import path."""
