@@ -2,6 +2,7 @@
 
     python -m bench list                                   # the experiments and their default parameters
     python -m bench run EXPERIMENT [--seeds 0,1,2] [--out DIR] [key=value ...]
+    python -m bench report [--check]                       # bench/README.md's tables from bench/results
     python -m bench prepare goemotions                     # the GoEmotions files the multi-label recipe reads
 
 `run` measures each seed in a fresh process (so peak memory, thread settings and module state never carry over
@@ -139,7 +140,7 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: run, list, prepare (and the internal _measure and _call)."""
+    """The command line: run, list, report, prepare (and the internal _measure)."""
     main = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = main.add_subparsers(dest="command", required=True)
@@ -151,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("params", nargs="*", metavar="key=value", help="parameters (see `list --defaults`)")
     list_cmd = commands.add_parser("list", help="the experiments")
     list_cmd.add_argument("--defaults", action="store_true", help="also print each experiment's default parameters")
+    report_cmd = commands.add_parser("report", help="write bench/README.md's tables from the result files")
+    report_cmd.add_argument("--check", action="store_true", help="change nothing; exit 1 if the tables are stale")
+    report_cmd.add_argument("--results", default=str(record.RESULTS), help="(default: %(default)s)")
+    report_cmd.add_argument("--readme", default=str(record.ROOT / "bench" / "README.md"), help="(default: %(default)s)")
     prepare_cmd = commands.add_parser("prepare", help="write a data set's files for its recipe")
     prepare_cmd.add_argument("dataset", choices=["goemotions"])
     for internal in ("_measure", "_call"):  # the child processes' side of `run` and of common.call_in_process
@@ -168,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "list":
         listing(args.defaults)
+    elif args.command == "report":
+        from .report import report
+
+        return report(Path(args.results), Path(args.readme), check=args.check)
     elif args.command == "prepare":
         from .multilabel import prepare
 

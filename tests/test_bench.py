@@ -1,9 +1,10 @@
-"""The benchmark harness: its result files follow one schema, and every experiment still runs.
+"""The benchmark harness: its result files and generated tables are current, and every experiment still runs.
 
-The first tests run no benchmark: they check that every result file follows the schema and is named from its
-parameters, and that bench/ shares its helpers as a package. The slow ones run experiments as a user would, on a
-few rows, through `python -m bench run`: they check what must hold whatever the machine (the run finishes, the three
-scoring methods agree in fp32, the counts add up). Speed itself is never asserted here.
+The first tests run no benchmark: they check that bench/README.md's tables are what `python -m bench report` makes of
+bench/results, that every result file follows the schema and is named from its parameters, and that the report's
+summaries are right. The slow ones run experiments as a user would, on a few rows, through `python -m bench run`:
+they check what must hold whatever the machine (the run finishes, the three scoring methods agree in fp32, the
+counts add up). Speed itself is never asserted here.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def run_bench(experiment: str, *params: str, tmp_path: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------- no benchmark runs here
 
+def test_readme_tables_are_what_report_makes_of_the_results() -> None:
+    """`python -m bench report --check`: the committed tables, the result files' names and schema agree."""
+    proc = bench("report", "--check", timeout=300)
+    assert proc.returncode == 0, f"run `python -m bench report`:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}"
+
+
 def test_every_result_file_records_where_its_figures_come_from(monkeypatch: pytest.MonkeyPatch) -> None:
     """One schema for all: experiment, parameters, seed, commit, versions, machine, command, date, figures."""
     record = bench_module("record", monkeypatch)
@@ -86,6 +93,29 @@ def test_result_files_are_named_from_the_parameters_that_differ() -> None:
     assert Path(proc.stdout.split()[0]).parent == ROOT / "bench" / "results"
     unknown = bench("run", "scoring", "--dry-run", "batch=8", timeout=300)
     assert unknown.returncode != 0 and "no parameter 'batch'" in unknown.stderr
+
+
+def test_report_gives_mean_and_spread_over_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Summaries are computed from the seeds' files, and --check fails once a table is stale."""
+    record = bench_module("record", monkeypatch)
+    report = bench_module("report", monkeypatch)
+    experiments = bench_module("experiments", monkeypatch).EXPERIMENTS
+    exp = experiments["quality-trec6-neogen"]
+    env = record.environment(["test"])
+    results = tmp_path / "results"
+    for seed, accuracy in ((0, 0.96), (1, 0.94)):
+        figures = {"accuracy": accuracy, "macro_f1": 0.9, "roc_auc": 0.99, "log_loss": 0.2}
+        params = dict(exp.defaults) | dict(exp.fixed) | {"train.precision": "fp32"}
+        record.write_result(exp.name, params, dict(exp.defaults) | dict(exp.fixed), seed, figures, results, env)
+    readme = tmp_path / "README.md"
+    readme.write_text("# prose\n<!-- bench report: quality-trec6 -->\nstale\n<!-- end bench report -->\nmore prose\n")
+    assert report.report(results, readme, check=True) == 1
+    assert report.report(results, readme) == 0
+    text = readme.read_text()
+    assert text.startswith("# prose\n") and text.endswith("<!-- end bench report -->\nmore prose\n")
+    assert "| precision=fp32 | neogen | 0, 1 | 0.950 ± 0.014 | 0.900 ± 0.000 |" in text
+    assert "python -m bench run quality-trec6-neogen --seeds 0,1 train.precision=fp32" in text
+    assert report.report(results, readme, check=True) == 0
 
 
 # --------------------------------------------------------------------------------------- experiments, on few rows
