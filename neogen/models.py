@@ -213,8 +213,8 @@ def fuse_activations(model: Any) -> int:
     """Swap Python-composed tanh-GELU modules for torch's one-kernel `gelu(approximate="tanh")`; returns how many.
 
     GPT-Neo and GPT-2 use "gelu_new", which transformers writes as eight elementwise ops on the MLP's 4 x hidden
-    activations; fused, GPT-Neo-125M-shaped scoring ran 10% faster on CPU in fp32 (bench/scoring_variants.py fuse),
-    and in training autograd no longer keeps every intermediate for backward. The fused kernel computes the same
+    activations; fused, scoring runs faster on the CPU (bench/README.md, "Scoring variants"), and in training
+    autograd no longer keeps every intermediate for backward. The fused kernel computes the same
     formula (outputs differ by float rounding only) and has no parameters, so adapters trained with either
     activation load and score alike.
     """
@@ -239,9 +239,8 @@ EAGER_ATTENTION_BYTES = 1 << 30
 def attention_for_training(model: Any, batch_size: int, max_length: int, device: torch.device) -> str | None:
     """On the CPU, swap SDPA for eager attention where its saved scores stay small; returns the attention replaced.
 
-    torch's CPU flash-attention backward is slow on short prompts: SmolLM2-135M, 160 student questions, batch 8,
-    bf16, trained 13% faster with eager attention (6.24 / 6.31 vs 5.55 / 5.52 ex/s in two rounds;
-    bench/training_variants.py). On GPUs SDPA stays: its kernels are the fast ones there.
+    torch's CPU flash-attention backward is slow on short prompts, where eager attention trains faster
+    (bench/README.md, "Training variants"). On GPUs SDPA stays: its kernels are the fast ones there.
     """
     config = model.config
     current = getattr(config, "_attn_implementation", None)
@@ -282,8 +281,8 @@ def cast_for_inference(model: Any, precision: str) -> None:
     """Store fp32 linear weights in the autocast dtype once, for a model that will only score.
 
     Under autocast every fp32 weight is cast again at every forward pass: autocast caches casts only of weights that
-    require grad, and a loaded, merged model's weights do not. One text per call then pays a copy of every weight
-    (bench/scoring_variants.py: 2.4x fewer texts/s on the GPT-Neo-125M shape). Casting once gives the same numbers.
+    require grad, and a loaded, merged model's weights do not, so one text per call would pay a copy of every
+    weight (bench/README.md, "Scoring variants"). Casting once gives the same numbers.
     Each weight gets a new tensor, so a head tied to the input embeddings is untied: the embeddings, norms and
     everything autocast keeps in fp32 stay fp32, and so autocast stays on.
     """

@@ -131,7 +131,7 @@ def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, split
                 for key in sorted(saved.keys() | now.keys()) if saved.get(key) != now.get(key)]
     rows = {name: len(part) for name, part in splits.items()}
     report = _saved_report(run_dir)
-    saved_rows, saved_digests = report.get("rows"), report.get("rows_sha256")  # digests: runs since 2026-12
+    saved_rows, saved_digests = report.get("rows"), report.get("rows_sha256")  # no digests: an older run
     if saved_rows is not None and saved_rows != rows:
         changed.append(f"rows per split: {saved_rows} in the run, {rows} now")
     elif saved_digests is not None:
