@@ -19,12 +19,12 @@ logger = logging.getLogger("neogen")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    from neogen.codec import check_labels, fit_codec
     from neogen.models import load_tokenizer
     from neogen.prepare import check_out_dir, clean, data_report, format_report, split, write_prepared
     from neogen.prompt import PromptEncoder
     from neogen.read import load_examples
     from neogen.recipe import DataConfig, MultiLabelConfig, Recipe
-    from neogen.train import check_labels, fit_codec
 
     if args.valid_ratio + args.test_ratio >= 1:
         raise NeogenError(f"--valid-ratio {args.valid_ratio} + --test-ratio {args.test_ratio} leave no rows for "

@@ -169,10 +169,10 @@ def test_train_label_tokens_moves_only_the_completion_rows(tiny_neo, tmp_path):
 
 
 def test_a_training_split_of_one_label_says_how_to_split(gpt2_bpe):
+    from neogen.codec import fit_codec
     from neogen.errors import DataError
     from neogen.read import Example
     from neogen.recipe import Recipe
-    from neogen.train import fit_codec
 
     rows = [Example(f"text {i}", "A", "sorted.csv", i + 2) for i in range(3)]
     with pytest.raises(DataError, match=r"sorted.csv: the training rows hold one label only \('A'\).*stratify"):
