@@ -116,6 +116,9 @@ def build() -> dict[str, Experiment]:
                    "size in its own process", "score_memory:run", "score-memory",
                    {"model": "smollm2-135m", "data": TREC, "lines": "1000,4000,16000", "precision": "bf16",
                     "batch_size": 64, "threads": 2}),
+        Experiment("score-memory-long-lines", "peak resident memory of `neogen score` on a file of very long lines "
+                   "against the same number of short lines (tiny random GPT-Neo run)", "score_memory:long_lines",
+                   "long-lines", {"lines": 20, "line_mb": 20.0, "max_length": 64, "threads": 2}),
         Experiment("training", "training speed, peak memory and test accuracy: neogen's training against the "
                    "causal-LM tutorial's Trainer recipe, each in its own process", "training:run", "training",
                    TRAINING, resolve="training:resolve"),

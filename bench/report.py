@@ -163,6 +163,19 @@ def score_memory_table(records: Sequence[Record]) -> list[str]:
     return table(["model", "precision", "setting", "lines", "loaded", "peak", "growth while scoring", "ex/s"], rows)
 
 
+def long_lines_table(records: Sequence[Record]) -> list[str]:
+    """Peak memory of `neogen score` on long lines against short ones."""
+    rows = []
+    for r in records:
+        f, p = r["figures"], r["params"]
+        rows.append([f"{p['lines']} x {p['line_mb']:g} MB", number(f["long"]["input_bytes"] / 1e6, 0, " MB"),
+                     number(f["short"]["peak_rss_mb"], 0, " MB"), number(f["long"]["peak_rss_mb"], 0, " MB"),
+                     number(f["growth_mb"], 0, " MB"), number(f["long"]["seconds"], 1, " s"),
+                     setting(r, ("lines", "line_mb"))])
+    return table(["long lines", "file", "peak RSS, as many short lines", "peak RSS, long lines", "growth",
+                  "time, long lines", "setting"], rows)
+
+
 def training_table(records: Sequence[Record]) -> list[str]:
     """neogen's training against the tutorial's, per seed, with the mean over seeds."""
     rows = []
@@ -247,7 +260,7 @@ def generic_table(records: Sequence[Record]) -> list[str]:
 
 TABLES: dict[str, Callable[[Sequence[Record]], list[str]]] = {
     "experiments": experiments_table, "scoring": scoring_table, "score-memory": score_memory_table,
-    "training": training_table, "quality-student": quality_table,
+    "long-lines": long_lines_table, "training": training_table, "quality-student": quality_table,
     "quality-trec6": quality_table, "quality-trec50": quality_table, "multilabel": multilabel_table,
     "many-labels": many_labels_table}
 

@@ -158,6 +158,16 @@ def test_score_memory_bench_scores_every_line(tmp_path: Path) -> None:
 
 
 @with_bench_data
+def test_long_lines_bench_scores_every_line_through_the_cli(tmp_path: Path) -> None:
+    """`neogen score` on long lines and on as many short ones: every line comes back, each peak is measured."""
+    record = run_bench("score-memory-long-lines", "lines=3", "line_mb=0.05", "threads=1", tmp_path=tmp_path)
+    figures = record["figures"]
+    for name in ("short", "long"):
+        assert figures[name]["lines"] == 3 and figures[name]["peak_rss_mb"] > 0
+    assert figures["long"]["input_bytes"] > 3 * 50_000 > figures["short"]["input_bytes"]
+
+
+@with_bench_data
 @needs(STUDENT.exists(), str(STUDENT), SHARED_DATA_FIX)
 def test_training_bench_runs_both_methods(tmp_path: Path) -> None:
     """Both methods train on the same rows, each in its own process, and are scored on the same test rows."""
