@@ -15,6 +15,7 @@
 #      the paths run on CUDA, their training and scoring times and peak device memory.
 # Every step writes its result file (bench/README.md's schema) into $OUT. Off a GPU the script checks its own
 # plumbing: NEOGEN_GPU_SMOKE=1 shrinks every step (8-bit and 4-bit then stop with "needs a CUDA GPU", as they must).
+# On a busy CPU a smoke step can still run out of time; run its command alone to check it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/neogen-gpu}
@@ -45,11 +46,14 @@ for name in ("transformers", "peft", "accelerate", "datasets", "pyarrow", "bitsa
         print(f"{name}: does not import ({type(error).__name__}: {error})")
 PY
 
+# The smoke check shrinks every step and gives it 4x the time: a CPU is far slower than the GPU the limits are for.
 if [ "$smoke" = 1 ]; then rows=64; big_rows=128; big_batch=32; train_rows=16; test_rows=16; epochs=0.25; student=100
-else rows=1000; big_rows=5000; big_batch=512; train_rows=400; test_rows=200; epochs=1; student=none; fi
+  peak=1024; scale=4
+else rows=1000; big_rows=5000; big_batch=512; train_rows=400; test_rows=200; epochs=1; student=none; peak=8192
+  scale=1; fi
 
 step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit and logs its exit status and wall time
-  local name=$1 limit=$2 start=$SECONDS
+  local name=$1 limit=$(($2 * scale)) start=$SECONDS
   shift 2
   echo "=== $name (limit ${limit}s)"
   timeout "$limit" "$@"
@@ -59,13 +63,13 @@ step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit and lo
 bench=("$python" -m bench run --out "$OUT")
 neo=model=gpt-neo-125m-random
 step "scoring, batch 64" 150 "${bench[@]}" scoring "$neo" precision=bf16 data=trec/TREC_10.label rows="$rows" \
-  batch_size=64 repeats=2 peak_size=8192
+  batch_size=64 repeats=2 peak_size="$peak"
 step "scoring, batch $big_batch" 120 "${bench[@]}" scoring "$neo" precision=bf16 rows="$big_rows" \
-  batch_size="$big_batch" repeats=2 skip_naive=true peak_size=8192
+  batch_size="$big_batch" repeats=2 skip_naive=true peak_size="$peak"
 step "training" 150 "${bench[@]}" training "$neo" rows="$train_rows" test_rows="$test_rows" epochs="$epochs"
 for q in none 8bit 4bit; do
   step "quantized, $q" 180 "${bench[@]}" quantized quantization="$q" train_rows="$student" epochs="$epochs" \
-    score_lines="$big_rows"
+    score_lines="$big_rows" train_timeout=$((90 * scale)) score_timeout=$((60 * scale))
 done
 ls "$OUT"
 echo "=== done"
