@@ -39,6 +39,8 @@ LABEL_NAMES = ("label", "labels", "class", "category", "target")
 # Column names that say "the text": such a column is the text before any statistics, even beside longer labels.
 TEXT_NAMES = ("text", "texts", "sentence", "question", "prompt", "review", "comment", "content", "body", "document",
               "utterance", "query", "message", "tweet")
+JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows around a value
+CSV_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")  # a line as the csv module counts them
 # \uD800-\uDFFF as a JSON escape: only lines holding one can carry a lone surrogate (half of a character).
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -99,18 +101,25 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         else:
             yield from _read_parquet(path)
     except UnicodeDecodeError:  # the text formats are read as UTF-8
-        raise _not_utf8(path) from None
+        raise _not_utf8(path, fmt) from None
 
 
-def _not_utf8(path: Path) -> DataError:
-    """The error for a file that is not UTF-8, at its first undecodable line (found again only on this path)."""
+def _not_utf8(path: Path, fmt: str) -> DataError:
+    """The error for a file that is not UTF-8, at its first undecodable line (found again only on this path).
+
+    Lines are counted as the readers count them: JSONL's end at \\n alone, CSV/TSV's at \\r too (the csv module
+    reads a classic Mac file of \\r line ends row by row).
+    """
+    number = 0
     with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return DataError(path, number, f"not UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
-                                 "the line", "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)")
+        for chunk in f:
+            for raw in CSV_LINE.findall(chunk) if fmt != "jsonl" else [chunk]:
+                number += 1
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return DataError(path, number, f"not UTF-8: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                                     "the line", "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)")
     return DataError(path, None, "not UTF-8", "save the file as UTF-8")
 
 
@@ -147,14 +156,17 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str,
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as f:  # -sig: a leading byte-order mark is not part of the JSON
+    # -sig: a leading byte-order mark is not part of the JSON. newline="\n": lines end in \n alone, as score reads
+    # them; a lone \r is JSON whitespace inside a line, not the end of one.
+    with path.open(encoding="utf-8-sig", newline="\n") as f:
         for number, line in enumerate(f, start=1):
-            if not line.strip():
+            if blank_line(line):
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, number, f"invalid JSON: {e.msg}", "write one JSON object per line") from None
+                record = parse_json_line(line)
+            except ValueError as e:
+                raise DataError(path, number, f"invalid JSON: {e.msg if isinstance(e, json.JSONDecodeError) else e}",
+                                "write one JSON object per line") from None
             if not isinstance(record, dict):
                 raise DataError(path, number, "line is not a JSON object",
                                 'write one object per line, like {"text": ..., "label": ...}')
@@ -163,6 +175,24 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(path, number, f"the line holds a lone UTF-16 surrogate {surrogate} (half of a "
                                 "character)", "remove it or write the whole character")
             yield number, record
+
+
+def blank_line(line: str) -> bool:
+    """Whether a JSONL line holds no record: nothing but JSON whitespace (space, tab, line ends). Other blanks
+    (U+00A0, U+2028, \\x1c, which str.strip() also removes) are no JSON, so such a line is malformed, not skipped."""
+    return not line.strip(JSON_SPACE)
+
+
+def parse_json_line(line: str) -> Any:
+    """One JSONL line's value, for the readers and score alike; every failure is a ValueError with the reason.
+
+    json's own failures are ValueErrors already (a JSONDecodeError; an integer of more digits than int() takes); a
+    value nested deeper than Python's recursion limit becomes one too, one more malformed line, not a crash.
+    """
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
 
 
 def lone_surrogate(line: str, record: dict[str, Any]) -> str | None:

@@ -362,3 +362,33 @@ def test_text_value_returns_the_string_as_given():
     assert text_value("  keep me \n") == "  keep me \n" and text_value(b"caf\xc3\xa9") == "café"
     with pytest.raises(TextRefused, match="'body' holds bytes that are not UTF-8"):
         text_value(b"caf\xe9", "body")
+
+
+def test_jsonl_lines_that_once_crashed_or_vanished_are_refused_at_their_line(tmp_path):
+    # Found by tests/test_fuzz.py: deep nesting raised RecursionError and a 5,000-digit number a bare ValueError
+    # (tracebacks); a line of U+00A0 or \x1c was skipped as blank though it is no JSON at all.
+    path = tmp_path / "d.jsonl"
+    for line, reason in [(b"[" * 3000, "invalid JSON: nested too deeply to read"),
+                         (b'{"text": "a", "n": ' + b"9" * 5000 + b"}", "invalid JSON: Exceeds the limit"),
+                         ("\u00a0".encode(), "invalid JSON: Expecting value"), (b"\x1c", "invalid JSON")]:
+        path.write_bytes(b'{"text": "fine", "label": "a"}\n\n' + line + b"\n")
+        with pytest.raises(DataError) as err:
+            list(read_records(path))
+        assert err.value.line == 3 and err.value.reason.startswith(reason), err.value
+
+
+def test_a_lone_carriage_return_is_json_whitespace_not_a_line_end(tmp_path):
+    # Score reads lines split at \n alone; the readers split at a lone \r too, so the same line parsed in one and
+    # was "invalid JSON" in the other, and line numbers disagreed.
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text":\r"a", "label": "x"}\r\n{"text": "b", "label": "y"}\n')
+    assert list(read_records(path)) == [(1, {"text": "a", "label": "x"}), (2, {"text": "b", "label": "y"})]
+
+
+def test_not_utf8_in_a_csv_of_carriage_returns_names_its_own_line(tmp_path):
+    # A classic Mac CSV ends its lines in \r: the csv module reads it row by row, and the error now counts its lines
+    # the same way instead of calling the whole file line 1.
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\rfine,a\rcaf\xe9,b\r".encode("latin-1"))
+    with pytest.raises(DataError, match=r"d.csv:3: not UTF-8: byte 0xe9 at byte 4 of the line"):
+        list(read_records(path))
