@@ -13,6 +13,7 @@ either way the output is the same bytes as one uninterrupted process writes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -29,7 +30,7 @@ from neogen import distributed
 from neogen.classify import Classifier
 from neogen.distributed import World
 from neogen.errors import DataError, NeogenError
-from neogen.read import lone_surrogate
+from neogen.read import blank_line, lone_surrogate, parse_json_line, text_value
 from neogen.score_progress import begin, forget, identity, progress_path
 
 logger = logging.getLogger(__name__)
@@ -53,17 +54,15 @@ def _text_of(record: Any, text_field: str | None) -> str:
     """The text to classify, from `text_field`; when none is named, `text`, else an OpenAI-style `prompt`.
 
     A field the user named (`text` included) is never replaced by another: a line without it is malformed, not
-    scored on other text.
+    scored on other text. What counts as a text is neogen.read.text_value's rule, the one prepare, train and eval
+    apply: a value it refuses (null, a number, an empty text...) is a malformed line with that reason.
     """
     if not isinstance(record, dict):
         raise ValueError("line is not a JSON object")
     field = text_field or ("prompt" if "text" not in record and "prompt" in record else "text")
     if field not in record:
         raise KeyError(f"no '{field}' field (keys: {sorted(record)[:8]})")
-    value = record[field]
-    if not isinstance(value, str):
-        raise TypeError(f"'{field}' is {'null' if value is None else type(value).__name__}, not a string")
-    return value
+    return text_value(record[field], field)  # the readers' rule: a string with text in it, else refused
 
 
 def _check_writable(line: str, record: dict[str, Any]) -> None:
@@ -120,13 +119,13 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
             line, bad = raw.decode("utf-8", "replace"), f"not UTF-8 ({e.reason} at byte {e.start})"
         if number == 1:
             line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
-        if not line.strip():
-            continue  # JSONL's blank lines hold no record
+        if blank_line(line):
+            continue  # JSONL's blank lines hold no record (a line of U+00A0 is no blank one, but malformed)
         stats.read += 1
         try:
             if bad:
                 raise ValueError(bad)
-            record = json.loads(line)
+            record = parse_json_line(line)  # deep nesting too is a ValueError, not a RecursionError
             text = _text_of(record, text_field)
             _check_writable(line, record)
             texts.append(text)
@@ -135,8 +134,10 @@ def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: st
             reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e.args[0]) if e.args else str(e)
             if not rejecting:
                 raise DataError(name, number, reason, fix) from None
-            rejected.append(json.dumps({"line": number, "error": reason, "raw": line.rstrip("\r\n")},
-                                       ensure_ascii=False) + "\n")
+            entry = {"line": number, "error": reason, "raw": line.rstrip("\r\n")}
+            if bad:  # `raw` is readable, with U+FFFD for the bytes UTF-8 refused; these are the line's own bytes
+                entry["raw_base64"] = base64.b64encode(raw.rstrip(b"\r\n")).decode("ascii")
+            rejected.append(json.dumps(entry, ensure_ascii=False) + "\n")
             stats.rejected += 1
     out = []
     if texts:

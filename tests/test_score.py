@@ -128,3 +128,67 @@ def test_chunk_size_below_one_is_refused(clf, tmp_path):
     src = write_lines(tmp_path / "in.jsonl", [{"text": "a"}])
     with pytest.raises(NeogenError, match="chunk_size must be at least 1"):
         score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), chunk_size=0, progress=False)
+
+
+TEXTS_REFUSED = [(5, "'text' is a number (5), not a string"), (True, "'text' is a boolean (true), not a string"),
+                 (None, "'text' is null, not a string"), ("", "'text' is empty"),
+                 (" \t\n ", "'text' holds only whitespace"),
+                 (["a"], "'text' is a list ([\"a\"]), not a string")]
+
+
+@pytest.mark.parametrize(("value", "reason"), TEXTS_REFUSED)
+def test_one_rule_for_what_is_a_text_in_score_and_in_the_readers(clf, tmp_path, value, reason):
+    # A number text was read as a string in training but rejected by score; an empty text was scored but dropped
+    # in training. Now both refuse it, with the same reason.
+    from neogen.read import load_examples
+
+    src = write_lines(tmp_path / "in.jsonl", [{"text": "lens", "label": "a"}, {"text": value, "label": "b"}])
+    with pytest.raises(DataError) as err:
+        load_examples(src)
+    assert (err.value.line, err.value.reason) == (2, reason)
+    with pytest.raises(DataError, match=r"in.jsonl:2: ") as err:
+        score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+    assert err.value.reason == reason
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), rejects=str(tmp_path / "rej.jsonl"),
+                        progress=False)
+    assert (stats.read, stats.scored, stats.rejected) == (2, 1, 1)
+    assert json.loads((tmp_path / "rej.jsonl").read_text())["error"] == reason
+
+
+def test_a_line_that_is_not_utf8_keeps_its_own_bytes_in_the_rejects_file(clf, tmp_path):
+    import base64
+
+    bad = b'{"text": "caf\xe9 cr\xe8me"}'
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "lens"}\n' + bad + b"\r\n" + b'{"text": "volt"}\n')
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), rejects=str(tmp_path / "rej.jsonl"),
+                        progress=False)
+    assert (stats.scored, stats.rejected) == (2, 1)
+    rejected = json.loads((tmp_path / "rej.jsonl").read_text(encoding="utf-8"))
+    assert rejected["line"] == 2 and rejected["raw"] == '{"text": "caf\ufffd cr\ufffdme"}'
+    assert base64.b64decode(rejected["raw_base64"]) == bad
+    # A line UTF-8 reads keeps only the readable copy: its bytes are that text's UTF-8.
+    assert "raw_base64" not in json.loads(score_rejects_of(clf, tmp_path, b'{"txt": "caf\xc3\xa9"}\n'))
+
+
+def score_rejects_of(clf: Classifier, tmp_path, data: bytes) -> str:
+    """The rejects file of scoring `data` with --rejects."""
+    (tmp_path / "one.jsonl").write_bytes(data)
+    score_jsonl(clf, str(tmp_path / "one.jsonl"), str(tmp_path / "one-out.jsonl"),
+                rejects=str(tmp_path / "one-rej.jsonl"), progress=False)
+    return (tmp_path / "one-rej.jsonl").read_text(encoding="utf-8")
+
+
+def test_lines_that_once_crashed_or_vanished_are_rejected_with_a_reason(clf, tmp_path):
+    # Found by tests/test_fuzz.py: a line nested deeper than the recursion limit crashed score with a
+    # RecursionError, and a line of U+00A0 or \x1c was skipped as blank, neither output nor rejected.
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "lens"}\n' + b"[" * 3000 + b"\n" + "\u00a0".encode() + b"\n\x1c\n \t\n"
+                    + b'{"text": "volt"}\n')
+    stats = score_jsonl(clf, str(src), str(tmp_path / "out.jsonl"), rejects=str(tmp_path / "rej.jsonl"),
+                        progress=False)
+    assert (stats.read, stats.scored, stats.rejected) == (5, 2, 3)  # the line of space and tab alone is blank
+    rejected = [json.loads(line) for line in (tmp_path / "rej.jsonl").read_text(encoding="utf-8").split("\n")[:-1]]
+    assert [(r["line"], r["error"]) for r in rejected] == [
+        (2, "nested too deeply to read"), (3, "Expecting value"), (4, "Expecting value")]
+    assert rejected[1]["raw"] == "\u00a0"
