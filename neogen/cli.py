@@ -85,22 +85,23 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from neogen import distributed
     from neogen.classify import Classifier
-    from neogen.score import check_options, score_jsonl
+    from neogen.score import check_options, output_lock, score_jsonl
 
     world = distributed.world()  # under torchrun: this process's rank, scoring every WORLD_SIZE-th chunk
-    check_options(args.input, args.output, args.rejects, args.resume, world)  # before minutes of model loading
+    # Before minutes of model loading: the options, the files, and a lock that proves the output can be written.
+    check_options(args.input, args.output, args.rejects, args.resume, world)
     if world.distributed:
         distributed.exit_on_sigterm()
     distributed.init(world)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(distributed.shutdown, world)
+        stack.enter_context(output_lock(args.output, world))
         device = str(distributed.device(world)) if world.distributed else None
         classifier = Classifier.load(args.run_dir, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
                                      device=device)
         stats = score_jsonl(classifier, args.input, args.output, text_field=args.text_field, rejects=args.rejects,
                             chunk_size=args.chunk_size, progress=not args.no_progress, resume=args.resume,
                             run_dir=args.run_dir, world=world)
-    finally:
-        distributed.shutdown(world)
     if world.is_main:
         logger.info("scored %d of %d lines%s", stats.scored, stats.read,
                     f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")

@@ -30,6 +30,7 @@ from neogen import distributed
 from neogen.classify import Classifier
 from neogen.distributed import World
 from neogen.errors import DataError, NeogenError
+from neogen.folders import FileLock, file_id, refuse_same_files, stream_id, write_error
 from neogen.read import blank_line, lone_surrogate, parse_json_line, text_value
 from neogen.score_progress import begin, forget, identity, progress_path
 
@@ -159,7 +160,9 @@ def write(f: IO[Any], text: str) -> int:
         f.write(text)
         return 0
     data = text.encode("utf-8")
-    f.write(data)
+    rest = memoryview(data)
+    while rest:  # an unbuffered file may take part of it; a failed write then leaves no buffer to fail again
+        rest = rest[f.write(rest):]
     return len(data)
 
 
@@ -168,10 +171,7 @@ def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: 
     if rejects == "-":
         raise NeogenError("--rejects needs a file path: '-' would mix the rejected lines into the output stream "
                           "(fix: e.g. --rejects rejects.jsonl)")
-    files = [p for p in (src, dst, rejects) if p and p != "-"]
-    if len({os.path.realpath(p) for p in files}) < len(files):
-        raise NeogenError(f"input, output and rejects must be different files, got {src}, {dst}, {rejects} "
-                          "(fix: write to another path)")
+    check_distinct_files(src, dst, rejects)
     if resume and "-" in (src, dst):
         raise NeogenError("--resume needs a real input and output file, not '-' (stdin/stdout cannot be reread "
                           "or cut back) (fix: score FILE OUT --resume, or drop --resume)")
@@ -189,6 +189,41 @@ def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: 
             raise NeogenError(f"the {what} file's folder {Path(path).parent} does not exist (fix: create it first)")
 
 
+def check_distinct_files(src: str, dst: str, rejects: str | None) -> None:
+    """Refuse, before anything is opened for writing, an output or rejects file that is the input or a progress file.
+
+    Paths are compared resolved (a file not yet there), and existing files by device and inode: a hard link, a
+    symbolic link, or stdin/stdout redirected from or to the other file is the same file under another name.
+    """
+    fix = "write the output and the rejects to new paths of their own"
+    paths = {"input": src, "output": dst, "rejects file": rejects}
+    if dst != "-":
+        paths["output's progress file"] = str(progress_path(dst))
+    named = {role: os.path.realpath(p) for role, p in paths.items() if p and p != "-"}
+    for role, real in named.items():
+        for other, real_other in named.items():
+            if other < role and real == real_other:
+                raise NeogenError(f"the {role} and the {other} are one file, {paths[role]} (fix: {fix})")
+    refuse_same_files({
+        "input": (src if src != "-" else "<stdin>", stream_id(0) if src == "-" else file_id(src)),
+        "output": (dst if dst != "-" else "<stdout>", stream_id(1) if dst == "-" else file_id(dst)),
+        "rejects file": (rejects, file_id(rejects) if rejects else None),
+        "output's progress file": (paths.get("output's progress file"),
+                                   file_id(paths["output's progress file"]) if dst != "-" else None),
+    }, fix)
+
+
+def output_lock(dst: str, world: World | None = None) -> contextlib.AbstractContextManager[Any]:
+    """An exclusive lock on the output file for the whole scoring run (rank 0 alone under torchrun; none for stdout).
+
+    Taken before the model loads, it also proves the output can be written there.
+    """
+    world = world or distributed.world()
+    if dst == "-" or not world.is_main:
+        return contextlib.nullcontext()
+    return FileLock(dst, f"the output {dst} (another `neogen score` is writing it)")
+
+
 def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | None = None, rejects: str | None = None,
                 chunk_size: int = 1024, progress: bool = True, resume: bool = False,
                 run_dir: str | Path | None = None, world: World | None = None) -> ScoreStats:
@@ -203,12 +238,21 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | No
     check_options(src, dst, rejects, resume, world)
     if chunk_size < 1:
         raise NeogenError(f"chunk_size must be at least 1, got {chunk_size} (fix: e.g. --chunk-size 1024)")
+    with output_lock(dst, world):
+        return _score_locked(classifier, src, dst, text_field, rejects, chunk_size, progress, resume, run_dir, world)
+
+
+def _score_locked(classifier: Classifier, src: str, dst: str, text_field: str | None, rejects: str | None,
+                  chunk_size: int, progress: bool, resume: bool, run_dir: str | Path | None,
+                  world: World) -> ScoreStats:
+    """score_jsonl's body, with the output locked by this process."""
     if world.distributed:
         from neogen.score_shards import score_sharded
 
         return score_sharded(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
     name = "<stdin>" if src == "-" else src
-    tracked = "-" not in (src, dst)  # a progress file only where there is a file to go back to
+    # A progress file only where there is a file to go back to: not for streams or devices (/dev/null).
+    tracked = "-" not in (src, dst) and (not Path(dst).exists() or Path(dst).is_file())
     sidecar = progress_path(dst)
     state = None
     if tracked:
@@ -225,8 +269,9 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | No
     with contextlib.ExitStack() as stack:
         # begin() has emptied or cut back the files it tracks, so they are appended to.
         mode = "ab" if tracked else "wb"
-        fout = sys.stdout if dst == "-" else stack.enter_context(open(dst, mode))
-        frej = stack.enter_context(open(rejects, mode)) if rejects else None
+        # Unbuffered: every chunk goes to the OS at once, and a failed write leaves nothing for close() to retry.
+        fout = sys.stdout if dst == "-" else stack.enter_context(open(dst, mode, buffering=0))
+        frej = stack.enter_context(open(rejects, mode, buffering=0)) if rejects else None
         bar = stack.enter_context(tqdm(total=None if src == "-" else Path(src).stat().st_size, initial=offset,
                                        unit="B", unit_scale=True, disable=not progress, desc="scoring"))
         for chunk in chunks(input_lines(src, offset), chunk_size, first):
@@ -236,12 +281,23 @@ def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | No
                    f"fix the line, or pass --rejects FILE to set such lines aside; {stats.scored} lines were "
                    "scored before it")
             out, rej, counts = score_chunk(classifier, chunk, name, text_field, frej is not None, fix)
-            out_bytes, rej_bytes = write(fout, out), write(frej, rej) if frej else 0
-            for f in (fout, frej):
-                if f is not None:
-                    f.flush()
-                    if tracked:  # on disk before the progress file says so
-                        os.fsync(f.fileno())
+            target = dst
+            try:
+                out_bytes = write(fout, out)
+                target = rejects or dst
+                rej_bytes = write(frej, rej) if frej else 0
+                for path, f in ((dst, fout), (rejects, frej)):
+                    target = path
+                    if f is not None:
+                        f.flush()
+                        if tracked:  # on disk before the progress file says so
+                            os.fsync(f.fileno())
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                kept = (f"the {stats.scored} lines scored before this chunk are kept, and `--resume` goes on from "
+                        "there" if tracked else "")
+                raise write_error(e, target or dst, kept) from None
             stats.add(counts)
             bar.update(size)
             if state is not None:
