@@ -53,14 +53,9 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     (B * L, S) suffix tokens run over it with position ids len_b + arange(S) (learned absolute positions in GPT-Neo,
     RoPE in Llama) and a 2-D mask that hides each prompt's padding.
 
-    Design (a), the cache expanded per label, rather than (b), one (B, L * S) suffix pass over the un-expanded cache
-    with a custom 4-D mask that lets each suffix see the prompt and itself only. transformers 5 passes a 4-D mask
-    through unchanged with a cache, but GPT-Neo's eager attention also applies its own causal / local-window mask
-    (`self.bias`), indexed by the physical slot in the cache, and a mask can only take keys away: in (b) label j's
-    suffix sits j * S slots right of its logical position, so once T + L * S exceeds the local window (256 in
-    GPT-Neo-125M) its local layers silently drop real prompt keys (and a long L * S overruns the bias table); flash
-    attention takes no 4-D mask at all. (b) copies no cache and measured faster on CPU (Llama), but only (a) is right
-    on both architectures and every attention implementation, so (a) it is.
+    The cache is expanded per label rather than run as one (B, L * S) suffix pass under a custom 4-D mask: GPT-Neo's
+    eager attention applies its own local-window mask by physical cache slot, which that layout would silently
+    break once T + L * S exceeds the window, and flash attention takes no 4-D mask (docs/design.md).
 
     The cache is re-aligned from right- to left-padded before the suffix pass (each row rolled by its length), so
     that physical distances between a suffix token and the real prompt tokens equal their logical distances: that
@@ -72,30 +67,10 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     """
     from transformers import DynamicCache
 
-    batch, width = input_ids.shape
-    n_suffix, suffix_len = suffix_ids.shape
+    batch, n_suffix, suffix_len = input_ids.shape[0], *suffix_ids.shape
     device = input_ids.device
     lengths = attention_mask.sum(dim=1)  # (B,) real tokens per prompt
-
-    # Prompt pass: only the cache is needed, so keep no logits (an empty position list skips the vocabulary head).
-    no_logits = torch.zeros(0, dtype=torch.long, device=device)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=no_logits)
-    cache = out.get(CACHE_NAME)
-    if cache is None or not hasattr(cache, "layers"):
-        raise RuntimeError("suffix_logits needs the model's key/value cache (no gradient checkpointing)")
-    for layer in cache.layers:
-        if getattr(layer, "is_sliding", False) or layer.get_seq_length() != width:
-            raise NotImplementedError(f"suffix_logits supports full-attention dynamic caches only, got {layer!r}")
-
-    # Right- to left-padded: position t of row b takes old position (t + len_b) mod T, so the real tokens end at T-1.
-    roll = (torch.arange(width, device=device) + lengths[:, None]) % width  # (B, T)
-    left_mask = attention_mask.gather(1, roll)  # (B, T) 0 then 1
-    kv = []
-    for layer in cache.layers:
-        idx = roll[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])  # (B, H, T, D)
-        kv.append((layer.keys.gather(2, idx), layer.values.gather(2, idx)))  # 2 x (B, H, T, D)
-    del out, cache
-
+    kv, left_mask = _left_aligned_cache(model, input_ids, attention_mask, lengths)
     rows = batch * n_suffix  # row r = b * L + j
     step = rows if max_rows is None else max(1, int(max_rows))
     offsets = torch.arange(suffix_len, device=device)  # (S,)
@@ -115,3 +90,25 @@ def suffix_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         chunks.append(out.logits[:, -1, read_ids].float())  # (R, 1, V) -> (R, A)
         del out, chunk_cache
     return torch.cat(chunks).view(batch, n_suffix, -1)  # (B * L, A) -> (B, L, A)
+
+
+def _left_aligned_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        lengths: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One prompt pass; its per-layer (keys, values), rolled from right- to left-padded, and the rolled mask."""
+    width, device = input_ids.shape[1], input_ids.device
+    # Only the cache is needed, so keep no logits (an empty position list skips the vocabulary head).
+    no_logits = torch.zeros(0, dtype=torch.long, device=device)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=no_logits)
+    cache = out.get(CACHE_NAME)
+    if cache is None or not hasattr(cache, "layers"):
+        raise RuntimeError("suffix_logits needs the model's key/value cache (no gradient checkpointing)")
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False) or layer.get_seq_length() != width:
+            raise NotImplementedError(f"suffix_logits supports full-attention dynamic caches only, got {layer!r}")
+    # Position t of row b takes old position (t + len_b) mod T, so the real tokens end at T-1.
+    roll = (torch.arange(width, device=device) + lengths[:, None]) % width  # (B, T)
+    kv = []
+    for layer in cache.layers:
+        idx = roll[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])  # (B, H, T, D)
+        kv.append((layer.keys.gather(2, idx), layer.values.gather(2, idx)))  # 2 x (B, H, T, D)
+    return kv, attention_mask.gather(1, roll)  # (B, T) 0 then 1
