@@ -213,7 +213,7 @@ def fuse_activations(model: Any) -> int:
     """Swap Python-composed tanh-GELU modules for torch's one-kernel `gelu(approximate="tanh")`; returns how many.
 
     GPT-Neo and GPT-2 use "gelu_new", which transformers writes as eight elementwise ops on the MLP's 4 x hidden
-    activations; fused, scoring runs faster on the CPU (bench/README.md, "Scoring variants"), and in training
+    activations; fused, scoring runs faster on the CPU (bench experiment scoring-fuse), and in training
     autograd no longer keeps every intermediate for backward. The fused kernel computes the same
     formula (outputs differ by float rounding only) and has no parameters, so adapters trained with either
     activation load and score alike.
@@ -240,7 +240,7 @@ def attention_for_training(model: Any, batch_size: int, max_length: int, device:
     """On the CPU, swap SDPA for eager attention where its saved scores stay small; returns the attention replaced.
 
     torch's CPU flash-attention backward is slow on short prompts, where eager attention trains faster
-    (bench/README.md, "Training variants"). On GPUs SDPA stays: its kernels are the fast ones there.
+    (bench experiment training-variants). On GPUs SDPA stays: its kernels are the fast ones there.
     """
     config = model.config
     current = getattr(config, "_attn_implementation", None)
@@ -282,7 +282,7 @@ def cast_for_inference(model: Any, precision: str) -> None:
 
     Under autocast every fp32 weight is cast again at every forward pass: autocast caches casts only of weights that
     require grad, and a loaded, merged model's weights do not, so one text per call would pay a copy of every
-    weight (bench/README.md, "Scoring variants"). Casting once gives the same numbers.
+    weight (bench experiment scoring-precast). Casting once gives the same numbers.
     Each weight gets a new tensor, so a head tied to the input embeddings is untied: the embeddings, norms and
     everything autocast keeps in fp32 stay fp32, and so autocast stays on.
     """
