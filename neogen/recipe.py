@@ -39,12 +39,29 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
-def doc(help_text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
-    """A dataclass field with its help text attached."""
+def doc(help_text: str, default: Any = dataclasses.MISSING, resumable: bool = False, **kwargs: Any) -> Any:
+    """A dataclass field with its help text attached.
+
+    `resumable` marks a key a resumed run may change (`neogen train --resume`): one that alters neither the model,
+    the data nor the optimizer's path up to the checkpoint (more epochs, logging, scoring, post-training steps).
+    """
+    metadata = {"help": help_text, "resumable": resumable}
     if isinstance(default, list | dict):
         value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help_text}, **kwargs)
-    return field(default=default, metadata={"help": help_text}, **kwargs)
+        return field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def resumable_keys() -> frozenset[str]:
+    """The dotted recipe keys marked resumable (see `doc`), read off the recipe's fields."""
+    keys = set()
+    for section in dataclasses.fields(Recipe):
+        if dataclasses.is_dataclass(section.default_factory):  # model, data, lora, train, multilabel
+            keys |= {f"{section.name}.{f.name}" for f in dataclasses.fields(section.default_factory)
+                     if f.metadata.get("resumable")}
+        elif section.metadata.get("resumable"):
+            keys.add(section.name)
+    return frozenset(keys)
 
 
 @dataclass
@@ -138,10 +155,11 @@ class MultiLabelConfig:
                         "powerset (each seen label set is one token), yes_no (a yes/no answer per label, the text's "
                         "key/value cache shared by all labels)", "independent")
     threshold: str = doc("decision threshold: per_label or shared (both tuned on the validation split), or a fixed "
-                         "number such as 0.5", "per_label")
+                         "number such as 0.5", "per_label", resumable=True)
     at_least_one: bool | None = doc("give every text its most likely label when none passes its threshold; null: "
-                                    "true unless data.allow_empty", None)
-    min_positives: int = doc("labels with fewer validation positives than this use the shared threshold", 3)
+                                    "true unless data.allow_empty", None, resumable=True)
+    min_positives: int = doc("labels with fewer validation positives than this use the shared threshold", 3,
+                             resumable=True)
 
     def problems(self) -> list[str]:
         out = []
@@ -160,7 +178,7 @@ class MultiLabelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = doc("passes over the training rows", 1.0)
+    epochs: float = doc("passes over the training rows (raise it with --resume to train longer)", 1.0, resumable=True)
     batch_size: int = doc("examples per step per device", 8)
     grad_accum: int = doc("steps accumulated per optimizer update", 1)
     lr: float = doc("peak learning rate", 1e-3)
@@ -173,23 +191,27 @@ class TrainConfig:
     precision: str = doc("auto (bf16 where the hardware computes it: CUDA Ampere+, CPUs with "
                                  "AVX512-BF16/AMX; fp16 on older GPUs; else fp32), fp32, bf16, fp16", "auto")
     eval_steps: int | None = doc("validate every N steps; null validates once per epoch", None)
-    logging_steps: int = doc("log the training loss every N steps", 10)
-    eval_batch_size: int = doc("most examples per scoring batch", 64)
+    logging_steps: int = doc("log the training loss every N steps", 10, resumable=True)
+    eval_batch_size: int = doc("most examples per scoring batch", 64, resumable=True)
     seed: int = doc("seed of LoRA init, data order and dropout", 0)
     loss: str = doc("single-label loss at the completion position: vocab (cross-entropy over the whole vocabulary, "
                     "the legacy OpenAI recipe; label_mass stays meaningful) or labels (over the label tokens only, "
                     "the softmax that scoring reads)", "vocab")
     evaluate: list[str] = doc("splits scored and evaluated after training (eval/<split>/metrics.json)",
-                              ["train", "valid", "test"])
+                              ["train", "valid", "test"], resumable=True)
     class_weight: str | dict[str, float] = doc(
         "weight of each class in the loss: none; balanced (n / (K x n_class): every class carries the same total "
         "weight, for rare classes and macro-F1); or {label: weight}, others 1. Multi-label (independent, yes_no): "
         "a label's positive weight, balanced = negatives / positives", "none")
     calibrate: bool = doc("fit a softmax temperature on the validation split after training (calibration.json), "
-                          "applied to every score; single-label runs with a validation split", False)
+                          "applied to every score; single-label runs with a validation split", False, resumable=True)
     save_steps: int | None = doc("save a resumable checkpoint (neogen train --resume) every N optimizer steps, for "
                                  "long runs without a validation split; null saves where it validates (eval_steps, "
-                                 "else once per epoch), which a run with a validation split always does", None)
+                                 "else once per epoch), which a run with a validation split always does", None,
+                                 resumable=True)
+    report_to: list[str] = doc("where the Trainer also logs training metrics: [] (metrics.jsonl only), or names it "
+                               "knows: tensorboard (event files under the run's checkpoints/runs), mlflow, wandb, ...",
+                               [], resumable=True)
 
     def problems(self) -> list[str]:
         out = []
@@ -236,7 +258,8 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     multilabel: MultiLabelConfig = field(default_factory=MultiLabelConfig)
-    output_dir: str = doc("run directory (adapter, label codec, resolved recipe, metrics)", "runs/default")
+    output_dir: str = doc("run directory (adapter, label codec, resolved recipe, metrics)", "runs/default",
+                          resumable=True)
 
     def problems(self) -> list[str]:
         out = (self.model.problems() + self.lora.problems() + self.data.problems() + self.train.problems()

@@ -22,17 +22,11 @@ from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
 from neogen.prepare import rows_sha256
 from neogen.read import Example
-from neogen.recipe import Recipe, load_yaml
+from neogen.recipe import Recipe, load_yaml, resumable_keys
 from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE, read_json
 
 logger = logging.getLogger(__name__)
 
-# Recipe keys a resumed run may change: none alters the model, the data or the optimizer's path up to the checkpoint.
-# Raising train.epochs is how a run is trained longer; the others touch logging, scoring or post-training steps.
-RESUMABLE_CHANGES = frozenset({
-    "output_dir", "train.epochs", "train.logging_steps", "train.eval_batch_size", "train.evaluate", "train.save_steps",
-    "train.calibrate", "multilabel.threshold", "multilabel.at_least_one", "multilabel.min_positives",
-})
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -78,7 +72,7 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
     absent = object()  # a key one of the two lacks differs from any value
     changed = [f"{key}: {old.get(key, '(absent)')!r} in the run, {new.get(key, '(absent)')!r} now"
                for key in sorted(old.keys() | new.keys())
-               if key not in RESUMABLE_CHANGES and old.get(key, absent) != new.get(key, absent)]
+               if key not in resumable_keys() and old.get(key, absent) != new.get(key, absent)]
     if changed:
         _refuse_resume(run_dir, f"another recipe ({path})", changed)
     # Trainer saves one RNG state per process (rng_state_RANK.pth; rng_state.pth alone). Each optimizer step took
@@ -110,7 +104,7 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
 def _refuse_resume(run_dir: Path, what: str, changed: list[str]) -> None:
     """Every difference at once, each with the run's value and the new one, and the two ways out."""
     lines = "\n".join(f"  - {c}" for c in changed)
-    allowed = ", ".join(sorted(RESUMABLE_CHANGES))
+    allowed = ", ".join(sorted(resumable_keys()))
     raise NeogenError(f"cannot resume {run_dir}: its checkpoint was trained with {what}:\n{lines}\n"
                       f"fix: resume with the run's own recipe (neogen train {run_dir / RECIPE_FILE} --resume; only "
                       f"{allowed} may change), or train afresh into a new output_dir without --resume")

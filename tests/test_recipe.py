@@ -123,3 +123,11 @@ def test_a_recipe_file_that_is_not_a_mapping_is_refused_with_overrides_too(tmp_p
     path.write_text("- model\n- data\n")
     with pytest.raises(ConfigError, match=r"a recipe is a mapping of sections .* not a list"):
         load_recipe(path, ["train.epochs=2"])
+
+
+def test_the_keys_a_resume_may_change_are_marked_on_the_recipe_fields():
+    from neogen.recipe import resumable_keys
+
+    keys = resumable_keys()
+    assert {"train.epochs", "output_dir", "train.report_to", "multilabel.threshold"} <= keys
+    assert not {"train.lr", "model.name", "data.train", "lora.r", "train.seed"} & keys
