@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from neogen import multilabel
+from neogen import tasks
 from neogen.classify import Classifier
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
@@ -92,7 +92,7 @@ def one_k(k: int, model: Any, tokenizer: Any, texts: list[str], params: dict[str
 def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """many-labels: every K in `labels` on the same texts and model; the process's peak memory."""
     if params["yes_no_cache_tokens"] is not None:
-        multilabel.YES_NO_CACHE_TOKENS = params["yes_no_cache_tokens"] or 2**62
+        tasks.YES_NO_CACHE_TOKENS = params["yes_no_cache_tokens"] or 2**62
     if params["threads"]:
         torch.set_num_threads(params["threads"])
     texts = read_trec(data_path(params["data"]))[0][: params["rows"]]
@@ -103,5 +103,5 @@ def run(params: dict[str, Any], seed: int) -> dict[str, Any]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MB", flush=True)
     return {"rows": len(texts), "yes_no_rows": min(params["yes_no_rows"], len(texts)),
-            "yes_no_cache_tokens": multilabel.YES_NO_CACHE_TOKENS, "threads": torch.get_num_threads(),
+            "yes_no_cache_tokens": tasks.YES_NO_CACHE_TOKENS, "threads": torch.get_num_threads(),
             "peak_rss_mb": peak, "results": rows}

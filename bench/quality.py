@@ -109,11 +109,11 @@ def weighted_loss(train: list[Example], labels: list[str], tokenizer: Any, spec:
         return None
     import torch
 
-    from neogen.imbalance import class_weights, weighted_mean
     from neogen.labels import LabelCodec
+    from neogen.tasks import SingleLabelTask, weighted_mean
 
     codec = LabelCodec.fit(labels, tokenizer)  # its labels are sorted, as `labels` are
-    weights = class_weights(train, codec, spec)
+    weights = SingleLabelTask(codec).class_weights(train, spec)
 
     def loss(outputs: Any, targets: Any, num_items_in_batch: Any = None) -> Any:
         """Per-example cross-entropy, averaged with the class weights."""

@@ -74,7 +74,8 @@ def trainer_for(args: SimpleNamespace, model: Any, tokenizer: Any, codec: Any, t
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from neogen.prompt import PromptEncoder, prompt_text
-    from neogen.train import CompletionCollator, _trainer_class, to_dataset
+    from neogen.tasks import task_for
+    from neogen.train import CompletionCollator, to_dataset, trainer_class
 
     common = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=args.epochs,
                   per_device_train_batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=0.06,
@@ -82,12 +83,12 @@ def trainer_for(args: SimpleNamespace, model: Any, tokenizer: Any, codec: Any, t
                   use_cpu=device.type == "cpu", save_strategy="no", report_to=[], logging_steps=10_000, seed=args.seed,
                   disable_tqdm=True, dataloader_num_workers=0)
     if args.worker == "neogen":
-        encoder = PromptEncoder(tokenizer, args.max_length, codec.separator)
-        return _trainer_class()(
+        encoder, task = PromptEncoder(tokenizer, args.max_length, codec.separator), task_for(codec)
+        return trainer_class()(
             model=model, args=TrainingArguments(**common, remove_unused_columns=False, label_names=["labels"],
                                                 train_sampling_strategy="group_by_length"),
-            train_dataset=to_dataset(train, encoder, codec), data_collator=CompletionCollator(tokenizer.pad_token_id),
-            codec=codec)
+            train_dataset=to_dataset(encoder([ex.text for ex in train]), task.targets(train, training=True)),
+            data_collator=CompletionCollator(tokenizer.pad_token_id), task=task)
     from datasets import Dataset
 
     texts = [prompt_text(ex.text, codec.separator) + codec.completions[codec.index(ex.label)] for ex in train]

@@ -44,7 +44,8 @@ def train_once(base: Any, variant: str, data: dict[str, list[Any]], tokenizer: A
 
     from neogen.models import cast_frozen_linears, lora_targets
     from neogen.prompt import PromptEncoder
-    from neogen.train import CompletionCollator, _trainer_class, to_dataset
+    from neogen.tasks import task_for
+    from neogen.train import CompletionCollator, to_dataset, trainer_class
 
     torch.manual_seed(0)
     model = copy.deepcopy(base)
@@ -55,13 +56,14 @@ def train_once(base: Any, variant: str, data: dict[str, list[Any]], tokenizer: A
                                              target_modules=lora_targets(model), task_type="CAUSAL_LM"))
     if variant in ("precast", "both"):
         cast_frozen_linears(model, precision, keep=head)
-    trainer = _trainer_class()(
-        model=model, codec=codec,
+    task, encoder = task_for(codec), PromptEncoder(tokenizer, args.max_length, codec.separator)
+    trainer = trainer_class()(
+        model=model, task=task,
         args=TrainingArguments(output_dir=tempfile.mkdtemp(), num_train_epochs=1, per_device_train_batch_size=8,
                                learning_rate=1e-3, bf16=precision == "bf16", use_cpu=True, save_strategy="no",
                                report_to=[], disable_tqdm=True, remove_unused_columns=False, label_names=["labels"],
                                train_sampling_strategy="group_by_length", logging_steps=10_000, seed=0),
-        train_dataset=to_dataset(data["train"], PromptEncoder(tokenizer, args.max_length, codec.separator), codec),
+        train_dataset=to_dataset(encoder([ex.text for ex in data["train"]]), task.targets(data["train"], True)),
         data_collator=CompletionCollator(tokenizer.pad_token_id))
     start = time.perf_counter()
     result = trainer.train()

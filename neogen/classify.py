@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from neogen.calibration import Temperature
 from neogen.errors import ModelRefusedError, NeogenError
-from neogen.forward import next_token_logits, pad_right
+from neogen.forward import pad_right
 from neogen.labels import LabelCodec
-from neogen.multilabel import MultiLabelCodec, label_probabilities
+from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import PromptEncoder
+from neogen.read import Example
 from neogen.rundir import (
     CALIBRATION_FILE,
     CODEC_FILE,
@@ -38,6 +39,7 @@ from neogen.rundir import (
     check_run_dir,
     check_threshold_labels,
 )
+from neogen.tasks import task_for
 from neogen.thresholds import Thresholds
 
 logger = logging.getLogger(__name__)
@@ -56,15 +58,15 @@ class Classifier:
 
     def __init__(self, model: Any, tokenizer: Any, codec: LabelCodec | MultiLabelCodec, max_length: int = 256,
                  precision: str = "fp32", batch_size: int = 32, max_batch_tokens: int | None = None,
-                 thresholds: Thresholds | None = None, calibration: Temperature | None = None) -> None:
+                 thresholds: Thresholds | None = None, calibration: Temperature | None = None,
+                 run_dir: Path | None = None) -> None:
         self.model = model.eval()
+        self.run_dir = run_dir  # the run it was loaded from: scoring fingerprints it for --resume
         self.tokenizer = tokenizer
         self.codec = codec
+        self.task = task_for(codec)  # what an answer is: its probabilities, decision and evaluation
         # Multi-label decisions; without tuned ones, 0.5 (and a label for every text unless empty sets are allowed).
-        self.thresholds = thresholds
-        if codec.multi_label and thresholds is None:
-            self.thresholds = Thresholds.default(codec.labels, 0.5)
-            self.thresholds.at_least_one = not codec.allow_empty
+        self.thresholds = thresholds if thresholds is not None else self.task.untuned_thresholds()
         self.calibration = calibration  # single-label: a fitted temperature applied to every score
         self.encoder = PromptEncoder(tokenizer, max_length, codec.separator)
         self.precision = precision
@@ -78,7 +80,6 @@ class Classifier:
         # batch_size rows would not fit in memory: eager attention alone holds rows x heads x T x T scores.
         self.max_batch_tokens = max_batch_tokens
         self.device = next(model.parameters()).device
-        self._label_ids = torch.tensor(codec.token_ids, dtype=torch.long, device=self.device)
 
     @classmethod
     def load(cls, run_dir: str | Path, adapter: str = "adapter", device: str | None = None,
@@ -105,8 +106,8 @@ class Classifier:
         thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
         if thresholds is not None:
             check_threshold_labels(thresholds, codec, run_dir)
-        elif codec.multi_label:  # deleted, or a run stopped before tuning: the recipe's rule, as training applies it
-            thresholds = Thresholds.untuned(codec.labels, recipe.multilabel, recipe.data.allow_empty)
+        else:  # deleted, or a run stopped before tuning: the recipe's rule, as training applies it
+            thresholds = task_for(codec).untuned_thresholds(recipe)
         calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
@@ -126,7 +127,7 @@ class Classifier:
             cast_for_inference(model, precision)
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
                    batch_size=batch_size or recipe.train.eval_batch_size, max_batch_tokens=max_batch_tokens,
-                   thresholds=thresholds, calibration=calibration)
+                   thresholds=thresholds, calibration=calibration, run_dir=run_dir)
 
     @property
     def labels(self) -> list[str]:
@@ -154,35 +155,29 @@ class Classifier:
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
     def predict_proba(self, texts: str | Iterable[str], progress: bool = False) -> ScoreBatch:
         """Class probabilities and label-token mass for a list of texts, in their order (one text: one row)."""
-        prompts = self.encoder(_as_texts(texts))
+        batch = self.predict_prompts(self.encoder(_as_texts(texts)), progress)
+        return ScoreBatch(self.task.calibrated(batch.probs, self.calibration), batch.label_mass)
+
+    @torch.inference_mode()
+    def predict_prompts(self, prompts: list[list[int]], progress: bool = False) -> ScoreBatch:
+        """The model's own scores (before any calibration) of prompts already tokenized by `self.encoder`."""
         probs = np.zeros((len(prompts), len(self.codec)), dtype=np.float64)
         mass: np.ndarray | None = np.zeros(len(prompts), dtype=np.float64)
         batches = self._batches([len(p) for p in prompts])
         with self._autocast(), tqdm(total=len(prompts), disable=not progress, unit="text") as bar:
             for batch in batches:
                 ids, mask = pad_right([prompts[i] for i in batch], self.tokenizer.pad_token_id)
-                batch_probs, batch_mass = self._forward(ids.to(self.device), mask.to(self.device))
+                batch_probs, batch_mass = self.task.probabilities(self.model, ids.to(self.device),
+                                                                  mask.to(self.device))
                 probs[batch] = batch_probs.cpu().double().numpy()
                 if batch_mass is None:
                     mass = None
                 elif mass is not None:
                     mass[batch] = batch_mass.cpu().double().numpy()
                 bar.update(len(batch))
-        if self.calibration is not None and not self.codec.multi_label:
-            probs = self.calibration.apply(probs)
         return ScoreBatch(probs, mass)
-
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T) prompts -> (B, K) class or per-label probabilities, and (B,) label-token mass where defined."""
-        if self.codec.multi_label:
-            return label_probabilities(self.model, self.codec, ids, mask)
-        logits = next_token_logits(self.model, ids, mask)  # (B, V)
-        label_logits = logits[:, self._label_ids]  # (B, K)
-        mass = torch.exp(torch.logsumexp(label_logits, -1) - torch.logsumexp(logits, -1))
-        return torch.softmax(label_logits, dim=-1), mass
 
     @overload
     def classify(self, texts: str) -> str | list[str]: ...
@@ -195,15 +190,8 @@ class Classifier:
         Multi-label runs answer with a sorted list of labels per text instead of one label.
         """
         single = isinstance(texts, str)
-        probs = self.predict_proba([texts] if single else texts).probs
-        if self.codec.multi_label:
-            labels: list[Any] = [self._label_set(row) for row in self.thresholds.decide(probs)]
-        else:
-            labels = [self.codec.labels[k] for k in probs.argmax(axis=1)]
+        labels = self.task.answers(self.predict_proba([texts] if single else texts).probs, self.thresholds)
         return labels[0] if single else labels
-
-    def _label_set(self, decided: np.ndarray) -> list[str]:
-        return [lab for lab, keep in zip(self.codec.labels, decided, strict=True) if keep]
 
     def scores(self, texts: str | list[str]) -> dict[str, Any] | list[dict[str, Any]]:
         """Per text: the label(s), the probability of every label, and the label-token mass of the free model."""
@@ -215,15 +203,24 @@ class Classifier:
 
     def result(self, probs: np.ndarray, mass: float | None) -> dict[str, Any]:
         """One text's answer from its row of probabilities and its label mass (the shape `neogen score` writes)."""
-        scores = {lab: float(p) for lab, p in zip(self.codec.labels, probs, strict=True)}
-        if self.codec.multi_label:
-            out: dict[str, Any] = {"labels": self._label_set(self.thresholds.decide(probs[None, :])[0]),
-                                   "scores": scores}
+        return self.task.result(probs, mass, self.thresholds)
+
+    def set_decision(self, decision: Temperature | Thresholds) -> None:
+        """Use a fitted decision from now on: a softmax temperature, or multi-label thresholds."""
+        if isinstance(decision, Temperature):
+            self.calibration = decision
         else:
-            out = {"label": self.codec.labels[int(probs.argmax())], "scores": scores}
-        if mass is not None:
-            out["label_mass"] = float(mass)
-        return out
+            self.thresholds = decision
+
+    def evaluate(self, examples: list[Example], out_dir: Path, extra: dict[str, Any],
+                 probs: np.ndarray | None = None) -> dict[str, Any]:
+        """Score labeled examples (unless their `probs` are given) and write metrics.json and plots to out_dir.
+
+        The one evaluation path: `neogen eval` and the evaluation after training both come here.
+        """
+        if probs is None:
+            probs = self.predict_proba([ex.text for ex in examples], progress=True).probs
+        return self.task.evaluate(out_dir, examples, probs, self.thresholds, extra)
 
 
 def _as_texts(texts: str | Iterable[str]) -> list[str]:

@@ -107,57 +107,32 @@ def cmd_score(args: argparse.Namespace) -> None:
                     f"; {stats.rejected} rejected into {args.rejects}" if stats.rejected else "")
 
 
-def _class_of(codec: Any, label: str, from_completion: bool) -> int:
-    """Class index of a row's label; OpenAI-style rows carry only the completion, which may be an alias."""
-    if from_completion:
-        try:
-            return codec.index_completion(label)
-        except KeyError:
-            pass  # a completion written as the label itself (" Maths" where the run's token is " Math")
-    return codec.index(label)
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from neogen.classify import Classifier
-    from neogen.errors import DataError
-    from neogen.evaluate import format_metrics, write_evaluation
-    from neogen.read import load_examples
+    from neogen.recipe import load_recipe
+    from neogen.rundir import RECIPE_FILE
 
     classifier = Classifier.load(args.run_dir)
-    codec = classifier.codec
-    if codec.multi_label:
-        if args.calibrate:
-            raise NeogenError("--calibrate is for single-label runs; multi-label runs take --tune-thresholds")
-        return _eval_multilabel(args, classifier)
-    if args.tune_thresholds:
-        raise NeogenError("--tune-thresholds is for multi-label runs; a single-label run takes the argmax, and "
-                          "--calibrate fits its scores' temperature")
-    examples, choice = load_examples(args.data, *_eval_columns(args), multi_label=False)
-    y = []
-    for ex in examples:
-        try:
-            y.append(_class_of(classifier.codec, ex.label, from_completion=choice.prompt_completion
-                               and ex.completion is None))
-        except KeyError:
-            raise DataError(ex.source, ex.line, f"label {ex.label!r} is not one of the run's labels "
-                            f"{classifier.labels}", "evaluate on data with the trained labels") from None
-    probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
-    if args.calibrate:
-        from neogen.calibration import fit_temperature
-        from neogen.rundir import CALIBRATION_FILE
-
-        if classifier.calibration is not None:  # fit on the model's own scores, not on already-scaled ones
-            probs = classifier.calibration.apply(probs, inverse=True)
-        classifier.calibration = fit_temperature(np.array(y), probs, split=str(args.data))
-        classifier.calibration.save(Path(args.run_dir) / CALIBRATION_FILE)
-        probs = classifier.calibration.apply(probs)
-        print(f"temperature {classifier.calibration.temperature:.3f} fitted on {args.data} and saved to "
-              f"{Path(args.run_dir) / CALIBRATION_FILE}; the metrics below are on the same rows, so optimistic")
+    task = classifier.task
+    refit = "--calibrate" if args.calibrate else "--tune-thresholds" if args.tune_thresholds else None
+    if refit and refit != task.decision_option:
+        kinds = ("single-label", "multi-label")[::-1 if task.multi_label else 1]
+        raise NeogenError(f"{refit} is for {kinds[1]} runs; a {kinds[0]} run's decision is fitted with "
+                          f"{task.decision_option}")
+    recipe = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE)
+    examples = task.read_labeled(args.data, *_eval_columns(args), args.label_separator or recipe.data.label_separator)
+    raw = classifier.predict_prompts(classifier.encoder([ex.text for ex in examples]), progress=True).probs
+    if refit:
+        decision = task.fit_decision(examples, raw, recipe, split=str(args.data))
+        path = Path(args.run_dir) / task.decision_file
+        decision.save(path)
+        classifier.set_decision(decision)
+        print(f"{task.decision_done} on {args.data} and saved to {path}; the metrics below are on the same rows, "
+              "so optimistic")
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
-    metrics = write_evaluation(out, y, probs, classifier.labels, extra={"data": str(args.data)})
-    print(format_metrics(metrics))
+    metrics = classifier.evaluate(examples, out, {"data": str(args.data)},
+                                  probs=task.calibrated(raw, classifier.calibration))
+    print(task.format(metrics))
     print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
 
 
@@ -180,46 +155,29 @@ def _eval_columns(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _eval_multilabel(args: argparse.Namespace, classifier: Any) -> None:
-    import numpy as np
+def cmd_export(args: argparse.Namespace) -> None:
+    from neogen.export import export
 
-    from neogen.errors import DataError
-    from neogen.evaluate_multilabel import format_multilabel_metrics, write_multilabel_evaluation
-    from neogen.read import load_examples
-    from neogen.recipe import load_recipe
-    from neogen.rundir import RECIPE_FILE
+    info = export(args.run_dir, args.out, args.format, base_model=args.base_model)
+    print(f"exported {args.run_dir} as {info['format']} into {args.out}: {', '.join(info['files'])}")
 
-    codec = classifier.codec
-    recipe = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE)
-    # The run's separator and labels, so that a file whose every row holds several labels splits as training did.
-    examples, _ = load_examples(args.data, *_eval_columns(args), multi_label=True,
-                                label_separator=args.label_separator or recipe.data.label_separator, allow_empty=True,
-                                known_labels=codec.labels)
-    y = []
-    for ex in examples:
-        try:
-            y.append(codec.multi_hot(ex.labels))
-        except KeyError as e:
-            raise DataError(ex.source, ex.line, f"label {e.args[0]!r} is not one of the run's labels {codec.labels}",
-                            "evaluate on data with the trained labels") from None
-    probs = classifier.predict_proba([ex.text for ex in examples], progress=True).probs
-    if args.tune_thresholds:
-        from neogen.rundir import THRESHOLDS_FILE
-        from neogen.thresholds import tune_thresholds
 
-        ml = recipe.multilabel
-        mode = ml.threshold if ml.threshold in ("per_label", "shared") else "per_label"
-        classifier.thresholds = tune_thresholds(np.array(y), probs, codec.labels, mode=mode,
-                                                at_least_one=classifier.thresholds.at_least_one,
-                                                min_positives=ml.min_positives, split=str(args.data))
-        classifier.thresholds.save(Path(args.run_dir) / THRESHOLDS_FILE)
-        print(f"thresholds tuned on {args.data} and saved to {Path(args.run_dir) / THRESHOLDS_FILE}; the metrics "
-              "below are on the same rows, so optimistic")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
-    metrics = write_multilabel_evaluation(out, np.array(y), probs, classifier.thresholds.decide(probs), codec.labels,
-                                          extra={"data": str(args.data), "encoding": codec.encoding})
-    print(format_multilabel_metrics(metrics))
-    print(f"wrote {out}/metrics.json, confusion_matrix.png, roc_curves.png")
+def cmd_serve(args: argparse.Namespace) -> None:
+    from neogen.classify import Classifier
+    from neogen.serve import ServeOptions, bind, serve
+
+    options = ServeOptions(host=args.host, port=args.port, name=args.name or Path(args.model).expanduser().name,
+                           max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts,
+                           max_queue=args.max_queue, max_request_texts=args.max_request_texts,
+                           max_request_bytes=args.max_request_bytes, access_log=args.access_log)
+    if options.max_request_texts > options.max_queue:
+        raise NeogenError(f"--max-request-texts {options.max_request_texts} exceeds --max-queue {options.max_queue}: "
+                          "such a request could never be queued (fix: raise --max-queue or lower the other)")
+    sock = bind(args.host, args.port)  # before minutes of model loading: a taken port is refused at once
+    classifier = Classifier.load(args.model, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+    classifier.predict_proba(["warm up"])  # the first pass's one-off costs, before the first client pays them
+    serve(classifier, options, sock, ready=lambda url: print(f"serving {options.name} at {url}", file=sys.stderr,
+                                                               flush=True))
 
 
 def build_parser() -> argparse.ArgumentParser:

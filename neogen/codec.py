@@ -32,12 +32,6 @@ def fit_codec(examples: list[Example], tokenizer: Any, recipe: Recipe) -> Codec:
     return LabelCodec.fit(labels, tokenizer, words=words)
 
 
-def completion_token_ids(codec: Codec) -> list[int]:
-    """Every token the classifier reads its answer from: the label (or label-set) tokens, and yes_no's answers."""
-    answers = codec.answer_ids if codec.multi_label and codec.encoding == "yes_no" else []
-    return sorted({*codec.token_ids, *answers})
-
-
 def check_labels(splits: dict[str, list[Example]], codec: Codec) -> None:
     """A held-out label never seen in training cannot be predicted: name its file and line."""
     known = set(codec.labels)

@@ -1,4 +1,4 @@
-"""Multi-label classification: the label codec and the three ways of reading a label set off one causal LM.
+"""Multi-label classification's label codec, for the three ways of reading a label set off one causal LM.
 
   powerset     every label set seen in training is one class with its own completion token; training and the
                forward pass are exactly single-label's, and a label's probability is the summed probability of the
@@ -8,7 +8,8 @@
   yes_no       each label's token is appended after the separator and the model answers " yes" or " no"; the
                text's key/value cache is computed once and shared by all labels (`forward.suffix_logits`).
 
-All three give per-label probabilities (N, L); thresholds (neogen.thresholds) turn them into label sets.
+All three give per-label probabilities (N, L), computed by their tasks (neogen.tasks); thresholds
+(neogen.thresholds) turn them into label sets.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from neogen.errors import NeogenError
-from neogen.forward import next_token_logits, suffix_logits
 from neogen.labels import LabelCodec, codec_error, read_codec_file, single_token
 from neogen.prompt import SEPARATOR
 from neogen.read import label_key
@@ -33,7 +31,6 @@ ENCODINGS = ("powerset", "independent", "yes_no")
 NO_LABEL = "(none)"  # the powerset class of the empty label set
 ANSWER_CHOICES = ((" yes", " no"), (" Yes", " No"), (" Y", " N"))
 MULTI_CODEC_VERSION = 1
-YES_NO_CACHE_TOKENS = 8192  # prompt tokens of key/value cache copied per yes_no suffix pass (rows x prompt length)
 
 
 @dataclass
@@ -49,7 +46,6 @@ class MultiLabelCodec:
     allow_empty: bool = False
     version: int = MULTI_CODEC_VERSION
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
-    _membership: torch.Tensor | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         self._index = {label: i for i, label in enumerate(self.labels)}
@@ -159,63 +155,3 @@ def load_codec(path: str | Path, tokenizer: Any | None = None) -> LabelCodec | M
     if tokenizer is not None:
         codec.check_tokenizer(tokenizer)
     return codec
-
-
-def binary_logits(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """independent / yes_no: (B, T) prompts -> (B, L) logits of each label's yes/no decision."""
-    label_ids = torch.tensor(codec.token_ids, device=ids.device)
-    if codec.encoding == "independent":
-        return next_token_logits(model, ids, mask)[:, label_ids]  # (B, L)
-    # yes_no copies each prompt's cache once per label: B * L rows of T tokens. Copied all at once, 300 labels at
-    # batch 64 would need tens of GB; in passes of at most YES_NO_CACHE_TOKENS cached tokens memory stays bounded
-    # whatever L (in training the passes' graphs live until backward, so there it bounds nothing, and costs nothing).
-    rows = max(1, YES_NO_CACHE_TOKENS // ids.shape[1])
-    answers = suffix_logits(model, ids, mask, label_ids[:, None], torch.tensor(codec.answer_ids, device=ids.device),
-                            max_rows=rows)
-    return answers[..., 0] - answers[..., 1]  # (B, L, 2) -> (B, L): log-odds of " yes" over " no"
-
-
-def label_probabilities(model: Any, codec: MultiLabelCodec, ids: torch.Tensor,
-                        mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, T) prompts -> (B, L) per-label probabilities and (B,) label-token mass (None for yes_no)."""
-    if codec.encoding == "yes_no":
-        return torch.sigmoid(binary_logits(model, codec, ids, mask)), None
-    logits = next_token_logits(model, ids, mask)  # (B, V)
-    class_logits = logits[:, torch.tensor(codec.token_ids, device=ids.device)]  # (B, K)
-    mass = torch.exp(torch.logsumexp(class_logits, -1) - torch.logsumexp(logits, -1))  # (B,)
-    if codec.encoding == "independent":
-        return torch.sigmoid(class_logits), mass
-    return set_marginals(class_logits, codec), mass
-
-
-def set_marginals(class_logits: torch.Tensor, codec: MultiLabelCodec) -> torch.Tensor:
-    """Powerset: (B, K) logits of the label sets -> (B, L) marginal probability of each label.
-
-    In fp32 with autocast off: under bf16 autocast the product would keep about three digits, and summed
-    probabilities can exceed 1 by a rounding step, which threshold tuning and the metrics refuse.
-    """
-    if codec._membership is None or codec._membership.device != class_logits.device:
-        codec._membership = torch.as_tensor(codec.membership(), device=class_logits.device)  # built once, not per batch
-    membership = codec._membership  # (K, L)
-    with torch.autocast(class_logits.device.type, enabled=False):
-        return (torch.softmax(class_logits.float(), -1) @ membership).clamp(0.0, 1.0)
-
-
-def multilabel_loss(model: Any, codec: MultiLabelCodec, ids: torch.Tensor, mask: torch.Tensor,
-                    targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training/validation loss and (B, L) per-label probabilities.
-
-    targets are class indexes (B,) for powerset training, the causal-LM cross-entropy of the set's token; else
-    (B, L) 0/1 rows, scored by binary cross-entropy (powerset validation uses its marginals, so label sets unseen
-    in training still count). pos_weight (L,) weighs each label's positive term (independent, yes_no).
-    """
-    if codec.encoding == "powerset":
-        logits = next_token_logits(model, ids, mask)  # (B, V)
-        token_ids = torch.tensor(codec.token_ids, device=ids.device)
-        probs = set_marginals(logits[:, token_ids], codec)  # (B, L)
-        if targets.dtype == torch.long:
-            return F.cross_entropy(logits, token_ids[targets]), probs
-        return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets.float()), probs
-    logits = binary_logits(model, codec, ids, mask)  # (B, L)
-    weight = None if pos_weight is None else pos_weight.to(logits.device, logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, targets.float(), pos_weight=weight), torch.sigmoid(logits)

@@ -181,7 +181,7 @@ def test_prepare_refuses_bad_ratios_and_held_out_labels_it_cannot_write(tiny_neo
     rows = [(f"post {i}: calm and happy", "joy;love" if i % 2 else "joy") for i in range(16)]
     csv = write_csv(tmp_path / "ml.csv", [*rows, ("post 16: furious", "anger;joy")], header=("post", "emotions"))
     assert main(["prepare", str(csv), "--out", str(tmp_path / "prepared"), "--model", tiny_neo,
-                 "--test-ratio", "0.2", "--label-separator", ";"]) == 2
+                 "--test-ratio", "0.2", "--label-separator", ";"]) == 65
     err = capsys.readouterr().err
     assert "ml.csv:18: label 'anger' in the test split is not in the training labels" in err and "stratify" in err
 

@@ -3,14 +3,16 @@ import pytest
 import torch
 
 from neogen.errors import NeogenError
-from neogen.multilabel import (
-    NO_LABEL,
-    MultiLabelCodec,
-    label_probabilities,
-    load_codec,
-    multilabel_loss,
-    set_marginals,
-)
+from neogen.multilabel import NO_LABEL, MultiLabelCodec, load_codec
+from neogen.tasks import task_for
+
+
+def label_probabilities(model, codec, ids, mask):
+    return task_for(codec).probabilities(model, ids, mask)
+
+
+def multilabel_loss(model, codec, ids, mask, targets):
+    return task_for(codec).loss(model, ids, mask, targets, None, "vocab")
 
 SETS = [("anger",), ("joy", "anger"), ("fear",), ("joy",), ("fear", "joy"), ("anger",)]
 
@@ -114,7 +116,7 @@ def test_yes_no_copies_the_prompt_cache_in_bounded_passes(tiny_neo, gpt2_bpe, mo
     # Copying the cache for every (text, label) row at once grows with batch x labels; scoring must not.
     from transformers import AutoModelForCausalLM
 
-    import neogen.multilabel as multilabel
+    import neogen.tasks as tasks
 
     model = AutoModelForCausalLM.from_pretrained(tiny_neo).eval()
     codec = MultiLabelCodec.fit(SETS, gpt2_bpe, "yes_no")
@@ -125,7 +127,7 @@ def test_yes_no_copies_the_prompt_cache_in_bounded_passes(tiny_neo, gpt2_bpe, mo
     rows_seen: list[int] = []
     hook = model.register_forward_pre_hook(lambda _m, args, kwargs: rows_seen.append(kwargs["input_ids"].shape[0]),
                                            with_kwargs=True)
-    monkeypatch.setattr(multilabel, "YES_NO_CACHE_TOKENS", 2 * ids.shape[1])  # two (text, label) rows per pass
+    monkeypatch.setattr(tasks, "YES_NO_CACHE_TOKENS", 2 * ids.shape[1])  # two (text, label) rows per pass
     with torch.no_grad():
         parts, _ = label_probabilities(model, codec, ids, mask)
     hook.remove()
@@ -219,7 +221,7 @@ def test_powerset_marginals_stay_fp32_and_within_0_1_under_autocast(gpt2_bpe):
     codec = MultiLabelCodec.fit([("a", "b"), ("a",), ("a", "c")], gpt2_bpe, "powerset")  # "a" is in every set
     logits = torch.randn(64, len(codec.classes), generator=torch.Generator().manual_seed(0)) * 4
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        marginals = set_marginals(logits, codec)
+        marginals = task_for(codec).marginals(logits)
     assert marginals.dtype == torch.float32 and marginals.max() <= 1.0 and marginals.min() >= 0.0
     expected = torch.softmax(logits.double(), -1) @ torch.as_tensor(codec.membership()).double()
     torch.testing.assert_close(marginals.double(), expected.clamp(0, 1), rtol=1e-6, atol=1e-6)

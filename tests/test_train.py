@@ -7,7 +7,8 @@ from conftest import toy_multilabel_rows, toy_rows, write_csv
 from neogen.errors import ConfigError, DataError
 from neogen.labels import LabelCodec
 from neogen.recipe import Recipe
-from neogen.train import CompletionCollator, _trainer_class, train
+from neogen.tasks import task_for
+from neogen.train import CompletionCollator, train, trainer_class
 
 
 def test_loss_is_the_causal_lm_loss_of_the_completion_token_only(tiny_neo):
@@ -19,8 +20,8 @@ def test_loss_is_the_causal_lm_loss_of_the_completion_token_only(tiny_neo):
     prompts = [[464, 3290, 318, 257, 2685, 628, 21017, 628], [1212, 628, 21017, 628]]
     label_token_ids = codec.token_ids
     classes = [1, 0]
-    trainer = _trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
-                               codec=codec)
+    trainer = trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
+                               task=task_for(codec))
     features = [{"input_ids": p, "labels": c} for p, c in zip(prompts, classes, strict=True)]
     batch = CompletionCollator(pad_id=50256)(features)
     ours = trainer.compute_loss(model, batch)
@@ -43,8 +44,9 @@ def test_label_loss_is_cross_entropy_over_the_label_tokens_alone(tiny_neo):
     args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
     batch = CompletionCollator(pad_id=50256)([{"input_ids": [464, 3290, 318, 628, 21017, 628], "labels": 2},
                                               {"input_ids": [1212, 628, 21017, 628], "labels": 0}])
-    labels_loss = _trainer_class()(model=model, args=args, codec=codec, loss="labels").compute_loss(model, batch)
-    vocab_loss = _trainer_class()(model=model, args=args, codec=codec).compute_loss(model, batch)
+    task = task_for(codec)
+    labels_loss = trainer_class()(model=model, args=args, task=task, loss="labels").compute_loss(model, batch)
+    vocab_loss = trainer_class()(model=model, args=args, task=task).compute_loss(model, batch)
 
     expected = []
     for ids, cls in (([464, 3290, 318, 628, 21017, 628], 2), ([1212, 628, 21017, 628], 0)):
@@ -194,3 +196,19 @@ def test_a_tilde_output_dir_is_one_folder_in_home_and_stdout_stays_clean(tiny_ne
     assert (run / "adapter").is_dir() and (run / "checkpoints").is_dir() and (run / "last").is_dir()
     # Trainer's bar printed every log dict to stdout, where `neogen train > out` would take it for output.
     assert "loss" not in capsys.readouterr().out
+
+
+def test_report_to_tensorboard_writes_the_loss_and_validation_metrics(tiny_neo, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = tiny_recipe(tiny_neo, tmp_path)
+    recipe.train.report_to = ["tensorboard"]
+    run = train(recipe)
+    events = sorted((run / "checkpoints" / "runs").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file under checkpoints/runs"
+    tags = set()
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert "train/loss" in tags and "eval/log_loss" in tags and "eval/accuracy" in tags

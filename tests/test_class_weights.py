@@ -4,10 +4,14 @@ import torch.nn.functional as F
 from conftest import toy_multilabel_rows, toy_rows, write_csv
 
 from neogen.errors import ConfigError
-from neogen.imbalance import class_weights, weighted_mean
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
 from neogen.read import Example, load_examples
+from neogen.tasks import task_for, weighted_mean
+
+
+def class_weights(examples, codec, spec):
+    return task_for(codec).class_weights(examples, spec)
 
 
 def single(labels: list[str]) -> list[Example]:
@@ -62,14 +66,14 @@ def test_trainer_loss_weighs_each_completion_by_its_class(tiny_neo):
     """The weighted completion loss is the class-weighted average of Hugging Face's masked causal-LM losses."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from neogen.train import CompletionCollator, _trainer_class
+    from neogen.train import CompletionCollator, trainer_class
 
     model = AutoModelForCausalLM.from_pretrained(tiny_neo)
     codec = LabelCodec.fit(["Biology", "Physics"], AutoTokenizer.from_pretrained(tiny_neo))
     prompts, classes = [[464, 3290, 318, 628, 21017, 628], [1212, 628, 21017, 628], [257, 628, 21017, 628]], [1, 0, 0]
     weights = torch.tensor([0.75, 3.0])
-    trainer = _trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
-                               codec=codec, class_weights=weights)
+    trainer = trainer_class()(model=model, args=TrainingArguments(output_dir="unused", report_to=[], use_cpu=True),
+                               task=task_for(codec), class_weights=weights)
     batch = CompletionCollator(pad_id=50256)([{"input_ids": p, "labels": c}
                                               for p, c in zip(prompts, classes, strict=True)])
     ours = trainer.compute_loss(model, batch)
