@@ -1,9 +1,26 @@
 """Metrics and plots for a single-label classifier that outputs one probability per class.
 
-Every number comes from scikit-learn; this module only validates the inputs, handles the classes that are
-absent from an evaluation split (their ROC AUC and average precision are undefined), and turns the results
-into plain JSON, two PNG figures and a terminal summary. Figures are drawn on `matplotlib.figure.Figure`
-without pyplot, so plotting is thread-safe and needs no display.
+Every number comes from scikit-learn (the log loss and ECE are computed here the way scikit-learn and Guo et al.
+define them); this module only validates the inputs, handles the classes that are absent from an evaluation split
+(their ROC AUC and average precision are undefined), and turns the results into plain JSON, two PNG figures and a
+terminal summary. Figures are drawn on `matplotlib.figure.Figure` without pyplot, so plotting is thread-safe and
+needs no display.
+
+Many labels. Up to COMPACT_ABOVE labels, metrics.json holds the dense K x K `confusion_matrix` and an entry per
+class. Above it (a run with thousands of labels) that would grow with K squared, so metrics.json is compact and
+says so with `"compact": true`; every value in it is the same as the small form's, only fewer are listed:
+
+- `confusion_counts` replaces `confusion_matrix`: the non-zero cells as `[true, predicted, count]`, the first two
+  indexes into `labels`, sorted by true then predicted index; every other cell is 0.
+- `per_class` lists the classes that occur in y_true or in the predictions; any other class has support 0, is never
+  predicted, and has precision, recall and F1 0.
+- `per_class_roc_auc` and `per_class_auprc` list the classes present in y_true (the others are undefined, None in
+  the small form), and `roc_auc_skipped_count` replaces the list `roc_auc_skipped` of the classes absent from y_true.
+
+The plots and the terminal summary then show a bounded number of classes: the confusion matrix of the PLOT_CLASSES
+classes with the most errors, the ROC curves of the ROC_CLASSES most frequent classes, and the SUMMARY_CLASSES most
+frequent classes with the most frequent confusions. The work is linear in the size of probs (N x K): per-class
+scores are computed for the classes present in y_true only, as scikit-learn's macro one-vs-rest average does.
 """
 
 from __future__ import annotations
@@ -22,17 +39,22 @@ from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
     f1_score,
-    log_loss,
     precision_recall_fscore_support,
     roc_auc_score,
     roc_curve,
 )
+from sklearn.metrics import auc as area_under
 
 logger = logging.getLogger(__name__)
 
 # Rows of `probs` may drift from 1 by float32/bfloat16 rounding of a softmax; beyond this they are not
 # probabilities (logits, say) and are refused. Within it they are renormalised before scoring.
 ROW_SUM_TOLERANCE = 1e-2
+# Above this many labels metrics.json is compact, and plots and summary show a bounded number of classes.
+COMPACT_ABOVE = 50
+PLOT_CLASSES = 30
+ROC_CLASSES = 10
+SUMMARY_CLASSES = 30
 
 
 def _validate(
@@ -58,7 +80,7 @@ def _validate(
             raise ValueError(f"y_true must hold integer class indexes, got dtype {y.dtype}")
     y = y.astype(np.int64)
 
-    p = np.asarray(probs, dtype=np.float64)
+    p = np.array(probs, dtype=np.float64)  # a copy: renormalised in place below
     k = len(label_list)
     if p.ndim != 2:
         raise ValueError(f"probs must be 2-D (N, K), got shape {p.shape}")
@@ -88,7 +110,8 @@ def _validate(
             f"y_true has {out_of_range.size} class index(es) outside [0, {k - 1}], first at row {row} "
             f"(value {int(y[row])})"
         )
-    return y, p / sums[:, None]
+    p /= sums[:, None]
+    return y, p
 
 
 def _ovr_scores(
@@ -104,6 +127,34 @@ def _ovr_scores(
         aucs[c] = float(roc_auc_score(positive, p[:, c]))
         aps[c] = float(average_precision_score(positive, p[:, c]))
     return aucs, aps
+
+
+def _ovr_average(scores: list[float | None], present: list[int], k: int) -> float | None:
+    """The macro average of per-class scores over the classes present in y_true (for K == 2: the score of the
+    positive class labels[1]); None with fewer than 2 classes present."""
+    if len(present) < 2:
+        return None
+    if k == 2:
+        return scores[1]
+    return float(np.mean([scores[c] for c in present]))
+
+
+def log_skipped(what: str, skipped: list[str]) -> None:
+    """Log the labels left out of a metric, naming at most SUMMARY_CLASSES of them."""
+    if skipped:
+        more = ", ..." if len(skipped) > SUMMARY_CLASSES else ""
+        logger.info("%d %s: %s%s", len(skipped), what, ", ".join(skipped[:SUMMARY_CLASSES]), more)
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """scikit-learn's log_loss for class indexes y and (N, K) rows summing to 1, without its (N, K) one-hot matrix.
+
+    The same number: probabilities clipped to [eps, 1 - eps] (eps of their dtype), then the mean of -log of each
+    row's true-class probability. The one-hot matrix scikit-learn builds would be the largest thing evaluation
+    holds at thousands of labels.
+    """
+    eps = np.finfo(p.dtype).eps
+    return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], eps, 1 - eps))))
 
 
 def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
@@ -127,6 +178,7 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Seq
     present in y_true (for K == 2: the positive class labels[1]); classes absent from y_true have no defined
     AUC and are listed under `roc_auc_skipped`. Macro-F1 averages over the classes that occur in y_true or in
     the predictions (scikit-learn's default), so a class absent from both does not count as a zero.
+    Above COMPACT_ABOVE labels the dict is compact (module docstring).
     """
     y, p = _validate(y_true, probs, labels)
     label_list = [str(label) for label in labels]
@@ -137,31 +189,21 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Seq
     precision, recall, f1, support = precision_recall_fscore_support(
         y, pred, labels=all_classes, zero_division=0
     )
-    per_class = {
-        label_list[c]: {
-            "precision": float(precision[c]),
-            "recall": float(recall[c]),
-            "f1": float(f1[c]),
-            "support": int(support[c]),
-        }
-        for c in all_classes
-    }
-
     present = sorted(int(c) for c in np.unique(y))
-    skipped = [label_list[c] for c in all_classes if c not in present]
-    aucs, aps = _ovr_scores(y, p, present, k)
-    if len(present) < 2:
-        roc_auc = auprc = None
-        logger.warning("only %d class(es) present in y_true: ROC AUC and AUPRC are undefined", len(present))
-    elif k == 2:
-        roc_auc, auprc = aucs[1], aps[1]
-    else:
-        roc_auc = float(np.mean([aucs[c] for c in present]))
-        auprc = float(np.mean([aps[c] for c in present]))
-    if skipped:
-        logger.info("classes absent from y_true, left out of ROC AUC/AUPRC: %s", ", ".join(skipped))
+    compact = k > COMPACT_ABOVE
+    listed = sorted(set(present) | {int(c) for c in np.unique(pred)}) if compact else all_classes
+    per_class = {label_list[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                                 "support": int(support[c])} for c in listed}
 
-    return {
+    skipped = [label_list[c] for c in sorted(set(all_classes) - set(present))]
+    aucs, aps = _ovr_scores(y, p, present, k)
+    roc_auc, auprc = _ovr_average(aucs, present, k), _ovr_average(aps, present, k)
+    if len(present) < 2:
+        logger.warning("only %d class(es) present in y_true: ROC AUC and AUPRC are undefined", len(present))
+    log_skipped("class(es) absent from y_true, left out of ROC AUC/AUPRC", skipped)
+
+    scored = present if compact else all_classes
+    metrics = {
         "n": int(y.shape[0]),
         "labels": label_list,
         "accuracy": float(accuracy_score(y, pred)),
@@ -170,25 +212,38 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Seq
         "per_class": per_class,
         "roc_auc": roc_auc,
         "roc_auc_skipped": skipped,
-        "per_class_roc_auc": {label_list[c]: aucs[c] for c in all_classes},
+        "per_class_roc_auc": {label_list[c]: aucs[c] for c in scored},
         "auprc": auprc,
-        "per_class_auprc": {label_list[c]: aps[c] for c in all_classes},
-        "log_loss": float(log_loss(y, p, labels=all_classes)),
+        "per_class_auprc": {label_list[c]: aps[c] for c in scored},
+        "log_loss": log_loss(y, p),
         "ece": expected_calibration_error(y, p),
-        "confusion_matrix": confusion_matrix(y, pred, labels=all_classes).astype(int).tolist(),
     }
+    if not compact:
+        return metrics | {"confusion_matrix": confusion_matrix(y, pred, labels=all_classes).astype(int).tolist()}
+    del metrics["roc_auc_skipped"]
+    return {"compact": True, **metrics, "roc_auc_skipped_count": len(skipped),
+            "confusion_counts": confusion_counts(y, pred, k)}
+
+
+def confusion_counts(y: np.ndarray, pred: np.ndarray, k: int) -> list[list[int]]:
+    """The non-zero cells of the K x K confusion matrix as [true, predicted, count], in row-major order.
+
+    Linear in the rows: the dense matrix of a 10,000-label run would hold 10^8 cells.
+    """
+    cells, counts = np.unique(np.asarray(y, dtype=np.int64) * k + np.asarray(pred, dtype=np.int64),
+                              return_counts=True)
+    return [[int(cell // k), int(cell % k), int(count)] for cell, count in zip(cells, counts, strict=True)]
 
 
 def plot_confusion_matrix(metrics: dict[str, Any], path: Path) -> None:
     """Save the confusion matrix as an annotated heatmap (counts in cells, colour = share of the true class).
 
     Colouring by row share keeps rare classes visible next to frequent ones; the figure and fonts scale so
-    that up to ~50 classes stay readable.
+    that up to ~50 classes stay readable. A compact evaluation (many labels) shows the PLOT_CLASSES classes with
+    the most errors, each row still coloured by its share of all the rows of its true class.
     """
-    labels = [str(label) for label in metrics["labels"]]
-    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    labels, counts, row_totals, title = _confusion_view(metrics)
     k = len(labels)
-    row_totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, row_totals, out=np.zeros(counts.shape, dtype=float), where=row_totals > 0)
 
     longest = max(len(label) for label in labels)
@@ -212,7 +267,7 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(k), labels=labels, fontsize=tick_font)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (n={int(counts.sum())})")
+    ax.set_title(title)
     for i in range(k):
         for j in range(k):
             ax.text(
@@ -230,6 +285,34 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path) -> None:
     logger.debug("wrote confusion matrix plot to %s", path)
 
 
+def _confusion_view(metrics: dict[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray, str]:
+    """The labels, counts (true x predicted), row totals (rows, 1) and title of the confusion plot.
+
+    For a compact evaluation: the PLOT_CLASSES classes with the most errors, as true or as predicted class (ties
+    and error-free runs by support), and a last row and column "(other)" for the classes not shown, so that an
+    error into or from a class off the plot still shows in its row.
+    """
+    labels = [str(label) for label in metrics["labels"]]
+    if "confusion_counts" not in metrics:
+        counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+        return labels, counts, counts.sum(axis=1, keepdims=True), f"Confusion matrix (n={int(counts.sum())})"
+    cells = np.asarray(metrics["confusion_counts"], dtype=np.int64).reshape(-1, 3)
+    true, pred, count = cells[:, 0], cells[:, 1], cells[:, 2]
+    support = np.bincount(true, weights=count, minlength=len(labels))
+    off = true != pred
+    errors = np.bincount(np.concatenate([true[off], pred[off]]), weights=np.tile(count[off], 2),
+                         minlength=len(labels))
+    order = np.lexsort((np.arange(len(labels)), -support, -errors))  # most errors, then most rows, then index
+    chosen = np.sort(order[: min(PLOT_CLASSES, len(labels))])
+    where = np.full(len(labels), len(chosen))  # a class not shown counts under "(other)", the last row and column
+    where[chosen] = np.arange(len(chosen))
+    counts = np.zeros((len(chosen) + 1, len(chosen) + 1), dtype=np.int64)
+    np.add.at(counts, (where[true], where[pred]), count)
+    title = (f"Confusion matrix: the {len(chosen)} most confused of {len(labels)} classes "
+             f"(n={int(count.sum())})")
+    return [*(labels[c] for c in chosen), "(other)"], counts, counts.sum(axis=1, keepdims=True), title
+
+
 def _colours(count: int) -> list[tuple[float, float, float, float]]:
     """Distinct line colours: the tab10/tab20 palettes while they last, evenly spaced turbo beyond."""
     if count <= 10:
@@ -245,12 +328,17 @@ def plot_roc_curves(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[s
     """Save one one-vs-rest ROC curve per class present in y_true (AUC in the legend) plus the chance line.
 
     For K == 2 only the positive class labels[1] is drawn: the other curve is its mirror with the same AUC.
+    Above COMPACT_ABOVE labels, only the ROC_CLASSES classes with the most rows are drawn.
     """
     y, p = _validate(y_true, probs, labels)
     label_list = [str(label) for label in labels]
     k = len(label_list)
-    present = sorted(int(c) for c in np.unique(y))
-    classes = [1] if k == 2 else present
+    present, support = np.unique(y, return_counts=True)
+    classes = [1] if k == 2 else [int(c) for c in present]
+    title = "ROC curves (one-vs-rest)" if k > 2 else f"ROC curve (positive class: {label_list[1]})"
+    if k > COMPACT_ABOVE and len(classes) > ROC_CLASSES:
+        classes = sorted(int(c) for c in present[np.lexsort((present, -support))[:ROC_CLASSES]])
+        title = f"ROC curves: the {ROC_CLASSES} most frequent of {len(present)} classes (one-vs-rest)"
 
     fig = Figure(figsize=(8.5 if k > 10 else 6.5, 6.0), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -261,13 +349,13 @@ def plot_roc_curves(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[s
         colours = _colours(len(classes))
         for colour, c in zip(colours, classes, strict=True):
             fpr, tpr, _ = roc_curve(y == c, p[:, c])
-            auc = roc_auc_score(y == c, p[:, c])
+            auc = area_under(fpr, tpr)  # what roc_auc_score computes, from the same curve
             ax.plot(fpr, tpr, color=colour, linewidth=1.5, label=f"{label_list[c]} (AUC = {auc:.3f})")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC curves (one-vs-rest)" if k > 2 else f"ROC curve (positive class: {label_list[1]})")
+    ax.set_title(title)
     if len(classes) > 10:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, ncol=1 + len(classes) // 26)
     else:
@@ -322,7 +410,11 @@ def _fmt(value: float | None) -> str:
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """A compact terminal summary: headline numbers, a per-class table and the labelled confusion matrix."""
+    """A compact terminal summary: headline numbers, a per-class table and the labelled confusion matrix.
+
+    A compact evaluation (many labels) lists the SUMMARY_CLASSES classes with the most rows and the most frequent
+    confusions instead; metrics.json holds the rest.
+    """
     labels = [str(label) for label in metrics["labels"]]
     lines = [
         f"n={metrics['n']}  accuracy={_fmt(metrics['accuracy'])}  macro-F1={_fmt(metrics['macro_f1'])}  "
@@ -331,17 +423,14 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     ]
     if metrics.get("roc_auc_skipped"):
         lines.append(f"(absent from y_true, not in ROC AUC/AUPRC: {', '.join(metrics['roc_auc_skipped'])})")
+    if metrics.get("roc_auc_skipped_count"):
+        lines.append(f"({metrics['roc_auc_skipped_count']} of {len(labels)} classes absent from y_true, "
+                     "not in ROC AUC/AUPRC)")
+    if "confusion_counts" in metrics:
+        return "\n".join(lines + _compact_summary(metrics, labels))
 
     width = max(len("label"), *(len(label) for label in labels))
-    lines.append("")
-    lines.append(f"{'label':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}")
-    for label in labels:
-        row = metrics["per_class"][label]
-        lines.append(
-            f"{label:<{width}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
-            f"{row['support']:>8d}"
-        )
-
+    lines += ["", *_per_class_table(metrics["per_class"], labels, width)]
     matrix = metrics["confusion_matrix"]
     corner = "true \\ predicted"
     row_width = max(width, len(corner))
@@ -358,3 +447,30 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         cells = "  ".join(f"{count:>{w}d}" for count, w in zip(counts, col_widths, strict=True))
         lines.append(f"{label:<{row_width}}  {cells}")
     return "\n".join(lines)
+
+
+def _per_class_table(per_class: dict[str, Any], labels: list[str], width: int) -> list[str]:
+    """Precision, recall, F1 and support of the given classes, one line each under a header."""
+    lines = [f"{'label':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}"]
+    for label in labels:
+        row = per_class[label]
+        lines.append(
+            f"{label:<{width}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
+            f"{row['support']:>8d}"
+        )
+    return lines
+
+
+def _compact_summary(metrics: dict[str, Any], labels: list[str]) -> list[str]:
+    """The per-class lines of the SUMMARY_CLASSES classes with the most rows and the most frequent confusions."""
+    per_class = metrics["per_class"]
+    # per_class is in label order, and the sort is stable: ties stay in label order.
+    frequent = sorted(per_class, key=lambda label: -per_class[label]["support"])[:SUMMARY_CLASSES]
+    width = max(len("label"), *(len(label) for label in frequent))
+    lines = ["", f"the {len(frequent)} most frequent of {len(labels)} classes (every class that occurs is in "
+             "metrics.json):", *_per_class_table(per_class, frequent, width)]
+    errors = sorted((cell for cell in metrics["confusion_counts"] if cell[0] != cell[1]),
+                    key=lambda cell: (-cell[2], cell[0], cell[1]))[:SUMMARY_CLASSES]
+    lines += ["", f"most frequent confusions (true -> predicted: rows), {len(errors)} shown:"]
+    lines += [f"  {labels[true]} -> {labels[pred]}: {count}" for true, pred, count in errors]
+    return lines

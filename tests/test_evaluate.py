@@ -208,3 +208,103 @@ def test_format_metrics_undefined_auc() -> None:
     assert "ROC AUC=n/a" in text
     assert "no" in text
     assert "yes" in text
+
+
+def synthetic_run(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """n rows over k classes (a few frequent, most rare or absent): 60% of rows right, the rest predicted at
+    random, and (k > 42) eight rows of class 7 predicted as class 42; float32 softmax rows as the scorer returns."""
+    rng = np.random.default_rng(seed)
+    y = rng.zipf(1.3, size=n) % k
+    logits = rng.normal(size=(n, k)).astype(np.float32)
+    right = rng.random(n) < 0.6
+    target = np.where(right, y, rng.integers(0, k, size=n))
+    if k > 42:
+        y[:8], target[:8] = 7, 42
+    logits[np.arange(n), target] += 12.0
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    return y, probs, [f"label_{i:05d}" for i in range(k)]
+
+
+def test_evaluation_at_10000_labels_is_compact_and_linear(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from sklearn.metrics import f1_score
+
+    y, probs, labels = synthetic_run(1000, 10_000)
+    tracemalloc.start()
+    try:
+        m = write_evaluation(tmp_path, y, probs, labels, extra={"data": "synthetic"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Linear in the (N, K) scores: a few float64 copies of them, never a K x K matrix (10^8 cells).
+    assert peak < 8 * y.size * len(labels) * 8, peak
+    assert (tmp_path / "metrics.json").stat().st_size < 5_000_000
+    loaded = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    pred = probs.argmax(axis=1)
+    present, occurring = set(y.tolist()), set(y.tolist()) | set(pred.tolist())
+    assert loaded["compact"] is True and "confusion_matrix" not in loaded and "roc_auc_skipped" not in loaded
+    assert loaded["labels"] == labels and loaded["n"] == 1000 and loaded["data"] == "synthetic"
+    cells = loaded["confusion_counts"]
+    assert cells == sorted(cells) and all(count > 0 for *_, count in cells)
+    assert sum(count for *_, count in cells) == 1000
+    assert [7, 42, 8] in cells
+    assert loaded["accuracy"] == pytest.approx(np.mean(y == pred))
+    assert loaded["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert set(loaded["per_class"]) == {labels[c] for c in occurring}
+    assert set(loaded["per_class_roc_auc"]) == set(loaded["per_class_auprc"]) == {labels[c] for c in present}
+    assert loaded["roc_auc_skipped_count"] == 10_000 - len(present)
+    for name in ("confusion_matrix.png", "roc_curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    text = format_metrics(m)
+    assert len(text.splitlines()) < 80
+    assert "label_00007 -> label_00042: 8" in text
+
+
+def test_compact_metrics_hold_the_values_of_the_full_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neogen import evaluate
+
+    y, probs, labels = synthetic_run(300, 60, seed=1)
+    compact = classification_metrics(y, probs, labels)
+    monkeypatch.setattr(evaluate, "COMPACT_ABOVE", 60)
+    full = classification_metrics(y, probs, labels)
+    assert compact["compact"] is True and "compact" not in full
+    dense = np.asarray(full["confusion_matrix"])
+    assert compact["confusion_counts"] == [[t, p, int(dense[t, p])] for t, p in zip(*np.nonzero(dense), strict=True)]
+    for key in ("per_class", "per_class_roc_auc", "per_class_auprc"):
+        assert compact[key] == {label: value for label, value in full[key].items() if label in compact[key]}
+    assert all(row["support"] == 0 and row["f1"] == 0 for label, row in full["per_class"].items()
+               if label not in compact["per_class"])
+    assert all(full["per_class_roc_auc"][label] is None for label in full["roc_auc_skipped"])
+    assert compact["roc_auc_skipped_count"] == len(full["roc_auc_skipped"])
+    for key in ("n", "labels", "accuracy", "macro_f1", "weighted_f1", "roc_auc", "auprc", "log_loss", "ece"):
+        assert compact[key] == full[key], key
+
+
+def test_compact_confusion_plot_shows_the_most_confused_classes(tmp_path: Path) -> None:
+    from neogen.evaluate import PLOT_CLASSES, _confusion_view
+
+    y, probs, labels = synthetic_run(400, 500, seed=2)
+    m = classification_metrics(y, probs, labels)
+    shown, counts, totals, title = _confusion_view(m)
+    assert len(shown) == PLOT_CLASSES + 1 and shown[-1] == "(other)"
+    assert {"label_00007", "label_00042"} <= set(shown)
+    assert counts[shown.index("label_00007"), shown.index("label_00042")] == 8
+    assert counts.sum() == totals.sum() == 400
+    assert "most confused of 500 classes" in title
+    plot_confusion_matrix(m, tmp_path / "cm.png")
+    plot_roc_curves(y, probs, labels, tmp_path / "roc.png")
+    for name in ("cm.png", "roc.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_log_loss_is_scikit_learns() -> None:
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    y, probs, labels = synthetic_run(200, 30, seed=3)
+    probs = probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    probs[0] = np.eye(30)[(y[0] + 1) % 30]  # a true-class probability of 0: clipped, not infinite
+    m = classification_metrics(y, probs, labels)
+    assert m["log_loss"] == pytest.approx(sklearn_log_loss(y, probs, labels=list(range(30))), rel=1e-12)
