@@ -5,6 +5,13 @@ matrices; this module validates the inputs, leaves out of ROC AUC the labels who
 class (AUC is undefined there), and writes plain JSON, two PNG figures and a terminal summary under the same
 file names as the single-label evaluation. Decisions are passed in (see `neogen.thresholds`), so the metrics
 describe exactly the thresholds that prediction uses.
+
+Many labels: above COMPACT_ABOVE labels (shared with `neogen.evaluate`) metrics.json is compact, `"compact": true`,
+with the same values as the small form but fewer listed. `per_label` lists the labels that are true or predicted in
+some row; any other label has support 0, is never predicted, has TN = n, FP = FN = TP = 0, precision, recall and F1
+0 and no ROC AUC. `roc_auc_skipped_count` replaces the list `roc_auc_skipped`. The confusion plot then shows the
+PLOT_CLASSES labels with the most errors (FP + FN), the ROC plot the ROC_CLASSES labels with the most positives and
+the micro-average, and the terminal summary the SUMMARY_CLASSES labels with the most positives.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from scipy import sparse
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
@@ -28,8 +36,18 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+from sklearn.metrics import auc as area_under
 
-from neogen.evaluate import _colours, _fmt, _json_default
+from neogen.evaluate import (
+    COMPACT_ABOVE,
+    PLOT_CLASSES,
+    ROC_CLASSES,
+    SUMMARY_CLASSES,
+    _colours,
+    _fmt,
+    _json_default,
+    log_skipped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,49 +125,43 @@ def multilabel_metrics(
     predicted label as 1 (zero_division=1): with data.allow_empty, "no label" is a right answer. ROC AUC is the
     macro average over the labels whose column holds both classes (the rest are listed in `roc_auc_skipped`);
     `roc_auc_micro` pools every cell. `per_label` also carries the TN/FP/FN/TP counts for the confusion plot.
+    Above COMPACT_ABOVE labels the dict is compact (module docstring).
     """
     label_list, y, p, pred = _validate(y_true, probs, predictions, labels)
-    precision, recall, f1, support = precision_recall_fscore_support(y, pred, zero_division=0)
-    confusion = multilabel_confusion_matrix(y, pred)  # (L, 2, 2): [[TN, FP], [FN, TP]]
+    # scikit-learn gives the same numbers for sparse indicator matrices, and checks those far faster at many labels.
+    ys, preds = sparse.csr_matrix(y), sparse.csr_matrix(pred)
+    precision, recall, f1, support = precision_recall_fscore_support(ys, preds, zero_division=0)
+    confusion = multilabel_confusion_matrix(ys, preds)  # (L, 2, 2): [[TN, FP], [FN, TP]]
+    predicted = pred.sum(axis=0)
 
+    # ROC AUC is defined where a column holds both classes; the others are skipped without looking at them.
     aucs: list[float | None] = [None] * len(label_list)
-    skipped: list[str] = []
-    for j, label in enumerate(label_list):
-        if y[:, j].all() or not y[:, j].any():
-            skipped.append(label)
-        else:
-            aucs[j] = float(roc_auc_score(y[:, j], p[:, j]))
+    for j in np.flatnonzero((support > 0) & (support < y.shape[0])):
+        aucs[j] = float(roc_auc_score(y[:, j], p[:, j]))
+    skipped = [label for label, auc in zip(label_list, aucs, strict=True) if auc is None]
     defined = [auc for auc in aucs if auc is not None]
     roc_auc = float(np.mean(defined)) if defined else None
     roc_auc_micro = float(roc_auc_score(y.ravel(), p.ravel())) if 0 < y.sum() < y.size else None
-    if skipped:
-        logger.info("labels with a single class in y_true, left out of ROC AUC: %s", ", ".join(skipped))
+    log_skipped("label(s) with a single class in y_true, left out of ROC AUC", skipped)
 
+    compact = len(label_list) > COMPACT_ABOVE
+    listed = np.flatnonzero((support > 0) | (predicted > 0)) if compact else range(len(label_list))
     per_label = {}
-    for j, label in enumerate(label_list):
+    for j in listed:
         (tn, fp), (fn, tp) = confusion[j].tolist()
-        per_label[label] = {
-            "precision": float(precision[j]),
-            "recall": float(recall[j]),
-            "f1": float(f1[j]),
-            "support": int(support[j]),
-            "roc_auc": aucs[j],
-            "predicted": int(pred[:, j].sum()),
-            "tn": tn,
-            "fp": fp,
-            "fn": fn,
-            "tp": tp,
-        }
-    return {
+        per_label[label_list[j]] = {"precision": float(precision[j]), "recall": float(recall[j]), "f1": float(f1[j]),
+                                    "support": int(support[j]), "roc_auc": aucs[j], "predicted": int(predicted[j]),
+                                    "tn": tn, "fp": fp, "fn": fn, "tp": tp}
+    metrics = {
         "n": int(y.shape[0]),
         "labels": label_list,
-        "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
-        "samples_f1": float(f1_score(y, pred, average="samples", zero_division=1.0)),
-        "micro_precision": float(precision_score(y, pred, average="micro", zero_division=0)),
-        "micro_recall": float(recall_score(y, pred, average="micro", zero_division=0)),
-        "hamming_loss": float(hamming_loss(y, pred)),
-        "subset_accuracy": float(accuracy_score(y, pred)),
+        "micro_f1": float(f1_score(ys, preds, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(ys, preds, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(ys, preds, average="samples", zero_division=1.0)),
+        "micro_precision": float(precision_score(ys, preds, average="micro", zero_division=0)),
+        "micro_recall": float(recall_score(ys, preds, average="micro", zero_division=0)),
+        "hamming_loss": float(hamming_loss(ys, preds)),
+        "subset_accuracy": float(accuracy_score(ys, preds)),
         "roc_auc": roc_auc,
         "roc_auc_micro": roc_auc_micro,
         "per_label": per_label,
@@ -157,6 +169,10 @@ def multilabel_metrics(
         "label_cardinality": {"true": float(y.sum(axis=1).mean()), "predicted": float(pred.sum(axis=1).mean())},
         "empty_predictions": int((~pred.any(axis=1)).sum()),
     }
+    if compact:
+        del metrics["roc_auc_skipped"]
+        metrics = {"compact": True, **metrics, "roc_auc_skipped_count": len(skipped)}
+    return metrics
 
 
 def _save(fig: Figure, path: Path, what: str) -> None:
@@ -170,30 +186,36 @@ def _save(fig: Figure, path: Path, what: str) -> None:
 def plot_per_label_roc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], path: Path) -> None:
     """Save one ROC curve per label whose column holds both classes (AUC in the legend), the micro-average
     curve over all cells, and the chance line. With more than 10 labels the legend moves outside, in small type.
+    Above COMPACT_ABOVE labels, only the ROC_CLASSES labels with the most positives get a curve.
     """
     label_list = _label_list(labels)
     y = _indicator("y_true", y_true, None, len(label_list))
     p = _probabilities(probs, y.shape)
-    drawn = [j for j in range(len(label_list)) if y[:, j].any() and not y[:, j].all()]
+    positives = y.sum(axis=0)
+    drawn = np.flatnonzero((positives > 0) & (positives < y.shape[0]))
+    title = f"ROC curves per label (n={y.shape[0]})"
+    if len(label_list) > COMPACT_ABOVE and len(drawn) > ROC_CLASSES:
+        title = f"ROC curves of the {ROC_CLASSES} labels with the most positives, of {len(drawn)} (n={y.shape[0]})"
+        drawn = np.sort(drawn[np.argsort(-positives[drawn], kind="stable")[:ROC_CLASSES]])
 
     fig = Figure(figsize=(8.5 if len(drawn) > 10 else 6.5, 6.0), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance (AUC = 0.5)")
     for colour, j in zip(_colours(len(drawn)), drawn, strict=True):
         fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
-        auc = roc_auc_score(y[:, j], p[:, j])
+        auc = area_under(fpr, tpr)
         ax.plot(fpr, tpr, color=colour, linewidth=1.2, label=f"{label_list[j]} (AUC = {auc:.3f})")
     if 0 < y.sum() < y.size:
-        fpr, tpr, _ = roc_curve(y.ravel(), p.ravel())
-        auc = roc_auc_score(y.ravel(), p.ravel())
+        fpr, tpr, _ = roc_curve(y.ravel(), p.ravel())  # one sort of all N x L cells; the AUC is read off it
+        auc = area_under(fpr, tpr)
         ax.plot(fpr, tpr, color="black", linewidth=2.2, label=f"micro-average (AUC = {auc:.3f})")
-    if not drawn:
+    if not len(drawn):
         ax.text(0.5, 0.6, "ROC undefined: no label has both classes in y_true", ha="center", va="center")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC curves per label (n={y.shape[0]})")
+    ax.set_title(title)
     if len(drawn) > 10:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, ncol=1 + len(drawn) // 36)
     else:
@@ -206,9 +228,10 @@ def plot_per_label_confusion(metrics: dict[str, Any], path: Path) -> None:
 
     Colour is the share of the true class (TN and FP of the negatives, FN and TP of the positives), so a row
     reads as specificity, false-positive rate, miss rate and recall; one compact row per label stays readable
-    for dozens of labels where a grid of 2x2 matrices would not.
+    for dozens of labels where a grid of 2x2 matrices would not. A compact evaluation (many labels) shows the
+    PLOT_CLASSES labels with the most errors (FP + FN; ties by support, then label order).
     """
-    labels = [str(label) for label in metrics["labels"]]
+    labels, title = _confusion_rows(metrics)
     counts = np.array([[metrics["per_label"][label][c.lower()] for c in CONFUSION_COLUMNS] for label in labels])
     negatives = counts[:, :2].sum(axis=1, keepdims=True)
     positives = counts[:, 2:].sum(axis=1, keepdims=True)
@@ -225,7 +248,7 @@ def plot_per_label_confusion(metrics: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(4), labels=list(CONFUSION_COLUMNS), fontsize=font)
     ax.xaxis.tick_top()
     ax.set_yticks(range(k), labels=labels, fontsize=font)
-    ax.set_title(f"Per-label confusion counts (n={metrics['n']})", fontsize=font + 1)
+    ax.set_title(title, fontsize=font + 1)
     for i in range(k):
         for j in range(4):
             ax.text(
@@ -238,6 +261,20 @@ def plot_per_label_confusion(metrics: dict[str, Any], path: Path) -> None:
                 color="white" if shares[i, j] > 0.5 else "black",
             )
     _save(fig, path, "per-label confusion")
+
+
+def _confusion_rows(metrics: dict[str, Any]) -> tuple[list[str], str]:
+    """The labels of the confusion plot, in label order, and its title: all, or the PLOT_CLASSES with the most
+    errors (FP + FN; ties by support, then label order) when the metrics are compact."""
+    labels = [str(label) for label in metrics["labels"]]
+    if not metrics.get("compact"):
+        return labels, f"Per-label confusion counts (n={metrics['n']})"
+    rows = metrics["per_label"]  # in label order, which the stable sort keeps for ties
+    worst = set(sorted(rows, key=lambda label: (-(rows[label]["fp"] + rows[label]["fn"]),
+                                                -rows[label]["support"]))[:PLOT_CLASSES])
+    shown = [label for label in rows if label in worst]
+    return shown, (f"Per-label confusion counts: the {len(shown)} labels with the most errors, of {len(labels)} "
+                   f"(n={metrics['n']})")
 
 
 def write_multilabel_evaluation(
@@ -272,7 +309,11 @@ def write_multilabel_evaluation(
 
 
 def format_multilabel_metrics(metrics: dict[str, Any]) -> str:
-    """A compact terminal summary: headline numbers, then precision/recall/F1/support/AUC per label."""
+    """A compact terminal summary: headline numbers, then precision/recall/F1/support/AUC per label.
+
+    A compact evaluation (many labels) lists the SUMMARY_CLASSES labels with the most positives; metrics.json holds
+    every label that occurs.
+    """
     labels = [str(label) for label in metrics["labels"]]
     cardinality = metrics["label_cardinality"]
     lines = [
@@ -284,15 +325,24 @@ def format_multilabel_metrics(metrics: dict[str, Any]) -> str:
     ]
     if metrics.get("roc_auc_skipped"):
         lines.append(f"(single class in y_true, not in ROC AUC: {', '.join(metrics['roc_auc_skipped'])})")
-
+    if metrics.get("roc_auc_skipped_count"):
+        lines.append(f"({metrics['roc_auc_skipped_count']} of {len(labels)} labels with a single class in y_true, "
+                     "not in ROC AUC)")
+    rows = metrics["per_label"]
+    if metrics.get("compact"):
+        # per_label is in label order, and the sort is stable: ties stay in it.
+        labels = sorted(rows, key=lambda label: -rows[label]["support"])[:SUMMARY_CLASSES]
     width = max(len("label"), *(len(label) for label in labels))
     lines.append("")
+    if metrics.get("compact"):
+        lines.append(f"the {len(labels)} labels with the most positives, of {len(metrics['labels'])} (every label "
+                     "that occurs is in metrics.json):")
     lines.append(
         f"{'label':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>8}  {'predicted':>9}  "
         f"{'AUC':>9}"
     )
     for label in labels:
-        row = metrics["per_label"][label]
+        row = rows[label]
         lines.append(
             f"{label:<{width}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
             f"{row['support']:>8d}  {row['predicted']:>9d}  {_fmt(row['roc_auc']):>9}"

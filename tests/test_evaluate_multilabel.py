@@ -167,3 +167,58 @@ def test_format_multilabel_metrics() -> None:
     assert "(single class in y_true, not in ROC AUC: fear)" in text
     assert lines[-3].split() == ["joy", "1.0000", "1.0000", "1.0000", "2", "2", "1.0000"]
     assert lines[-1].split() == ["fear", "0.0000", "0.0000", "0.0000", "0", "1", "n/a"]
+
+
+def synthetic_multilabel(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """n rows with one to three of k labels each (a few frequent, most rare or absent), scores that miss some true
+    labels, one false label predicted per row, and label 42 predicted in the first 30 rows where it is false."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, k), dtype=np.int8)
+    for i in range(n):
+        y[i, rng.zipf(1.3, size=rng.integers(1, 4)) % k] = 1
+    y[:30, 42] = 0
+    probs = (0.45 * y + 0.35 * rng.random((n, k))).astype(np.float32)
+    probs[np.arange(n), rng.integers(0, k, size=n)] = 0.7
+    probs[:30, 42] = 0.9
+    return y, probs, [f"label_{i:05d}" for i in range(k)]
+
+
+def test_multilabel_evaluation_at_10000_labels_is_compact(tmp_path: Path) -> None:
+    y, probs, labels = synthetic_multilabel(1000, 10_000)
+    pred = probs >= 0.5
+    m = write_multilabel_evaluation(tmp_path, y, probs, pred, labels, extra={"data": "synthetic"})
+    assert (tmp_path / "metrics.json").stat().st_size < 1_500_000
+    loaded = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    occurring = np.flatnonzero(y.any(axis=0) | pred.any(axis=0))
+    assert loaded["compact"] is True and "roc_auc_skipped" not in loaded and loaded["data"] == "synthetic"
+    assert list(loaded["per_label"]) == [labels[j] for j in occurring]
+    both = (y.sum(axis=0) > 0) & (y.sum(axis=0) < 1000)
+    assert loaded["roc_auc_skipped_count"] == 10_000 - both.sum()
+    assert loaded["per_label"]["label_00042"]["fp"] == 30
+    assert loaded["micro_f1"] == pytest.approx(f1_score(y, pred, average="micro"))
+    assert loaded["roc_auc_micro"] == pytest.approx(roc_auc_score(y.ravel(), probs.ravel()))
+    for name in ("confusion_matrix.png", "roc_curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    text = format_multilabel_metrics(m)
+    assert len(text.splitlines()) < 60
+
+
+def test_compact_multilabel_metrics_hold_the_values_of_the_full_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neogen import evaluate_multilabel
+    from neogen.evaluate_multilabel import _confusion_rows
+
+    y, probs, labels = synthetic_multilabel(200, 80, seed=1)
+    pred = probs >= 0.5
+    compact = multilabel_metrics(y, probs, pred, labels)
+    monkeypatch.setattr(evaluate_multilabel, "COMPACT_ABOVE", 80)
+    full = multilabel_metrics(y, probs, pred, labels)
+    assert compact["compact"] is True and "compact" not in full
+    assert compact["per_label"] == {label: row for label, row in full["per_label"].items()
+                                    if label in compact["per_label"]}
+    assert all(row["support"] == row["predicted"] == 0 and row["tn"] == 200 and row["roc_auc"] is None
+               for label, row in full["per_label"].items() if label not in compact["per_label"])
+    assert compact["roc_auc_skipped_count"] == len(full["roc_auc_skipped"])
+    for key in ("micro_f1", "macro_f1", "samples_f1", "roc_auc", "roc_auc_micro", "hamming_loss", "subset_accuracy"):
+        assert compact[key] == full[key], key
+    shown, title = _confusion_rows(compact)
+    assert len(shown) == 30 and "label_00042" in shown and "the 30 labels with the most errors, of 80" in title
