@@ -168,14 +168,23 @@ def _stratified(examples: list[Example], v: Fraction, t: Fraction, rng: random.R
 
 def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabelCodec, encoder: PromptEncoder,
                 choice: ColumnChoice | None, cleaning: CleanReport | None) -> dict[str, Any]:
-    """Facts about the data a user should see before training on it."""
+    """Facts about the data a user should see before training on it.
+
+    Prompt lengths are counted up to 4 x max_length tokens (`counted_up_to`): a longer prompt counts as that many,
+    and `longer_than_counted` says how many there were, so a huge text costs no more to report than to train on.
+    The percentiles and max are exact wherever they lie under that cap, and `over_max_length` always is.
+    """
     everything = [ex for part in splits.values() for ex in part]
     if codec.multi_label:
         counts = Counter(label for ex in everything for label in ex.labels)
     else:
         counts = Counter(ex.label for ex in everything)
-    lengths = np.array([len(ids) + len(encoder.prefix_ids) + len(encoder.separator_ids)
-                        for ids in encoder.text_ids([ex.text for ex in everything])] or [0])
+    around = len(encoder.prefix_ids) + len(encoder.separator_ids)
+    counted = 4 * encoder.max_length
+    lengths = np.array([len(ids) + around for ids in encoder.text_ids([ex.text for ex in everything],
+                                                                       counted - around + 1)] or [0])
+    longer = int((lengths > counted).sum())
+    lengths = np.minimum(lengths, counted)
     train_texts = {ex.text for ex in splits.get("train", [])}
     return {
         "columns": None if choice is None else {"text": choice.text, "label": choice.label, "why": choice.reason},
@@ -186,7 +195,7 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabel
         "imbalance_ratio": round(max(counts.values()) / min(counts.values()), 2) if counts else None,
         "prompt_tokens": {f"p{p}": int(np.percentile(lengths, p)) for p in (50, 90, 95, 99)}
         | {"max": int(lengths.max()), "over_max_length": int((lengths > encoder.max_length).sum()),
-           "max_length": encoder.max_length},
+           "max_length": encoder.max_length, "counted_up_to": counted, "longer_than_counted": longer},
         "texts_with_separator": sum(SEPARATOR.strip() in ex.text for ex in everything),
         "test_texts_also_in_train": sum(ex.text in train_texts for ex in splits.get("test", [])),
         "aliases": _classes(codec).aliases,
@@ -247,7 +256,9 @@ def format_report(report: dict[str, Any]) -> str:
                              f"without a label, {part['rows_with_unseen_set']} with a label set unseen in train")
     t = report["prompt_tokens"]
     lines.append(f"prompt tokens: p50 {t['p50']}, p90 {t['p90']}, p95 {t['p95']}, p99 {t['p99']}, max {t['max']}; "
-                 f"{t['over_max_length']} over max_length {t['max_length']} (text truncated, separator kept)")
+                 f"{t['over_max_length']} over max_length {t['max_length']} (text truncated, separator kept)"
+                 + (f"; {t['longer_than_counted']} longer than {t['counted_up_to']}, counted as {t['counted_up_to']}"
+                    if t.get("longer_than_counted") else ""))
     if report["texts_with_separator"]:
         lines.append(f"warning: {report['texts_with_separator']} texts contain '###'; "
                      "the prompt still ends in the separator")

@@ -123,12 +123,12 @@ def test_prepare_refuses_a_class_held_out_whole(tokenizer_dir, tmp_path, capsys)
     rows = [(f"question number {i} about {'ab'[i % 2]}", "BA"[i % 2]) for i in range(16)]
     csv = write_csv(tmp_path / "tail.csv", rows + [(f"question number {i} about c", "C") for i in range(16, 20)])
     out = tmp_path / "prepared"
-    assert main(["prepare", str(csv), "--out", str(out), "--model", tokenizer_dir]) == 2
+    assert main(["prepare", str(csv), "--out", str(out), "--model", tokenizer_dir]) == 65
     err = capsys.readouterr().err
     assert "tail.csv:18: label 'C' in the test split is not in the training labels ['A', 'B']" in err
     assert "--stratify" in err and not out.exists()
     assert main(["prepare", str(csv), "--out", str(out), "--model", tokenizer_dir, "--test-ratio", "0.1",
-                 "--valid-ratio", "0.2"]) == 2
+                 "--valid-ratio", "0.2"]) == 65
     assert "tail.csv:18: label 'C' in the valid split" in capsys.readouterr().err and not out.exists()
     assert main(["prepare", str(csv), "--out", str(out), "--model", tokenizer_dir, "--stratify"]) == 0
     assert json.loads((out / "labels.json").read_text())["labels"] == ["A", "B", "C"]
