@@ -52,6 +52,8 @@ TRAINING = {"model": "smollm2-135m", "data": STUDENT, "text_column": "eng", "lab
 TRAINING_VARIANTS = {"model": "smollm2-135m", "data": STUDENT, "text_column": "eng", "label_column": "Subject",
                      "rows": 160, "max_length": 128, "precision": "auto"}
 MULTILABEL = {"train_rows": 4000, "valid_rows": 500, "subset_rows": 1000, "speed_rows": 1000}
+SERVE = {"model": "smollm2-135m", "data": TREC, "precision": "auto", "batch_size": 64, "max_length": 256,
+         "max_wait_ms": 5.0, "max_batch_tokens": None}
 
 
 def scoring_variants() -> list[Experiment]:
@@ -139,6 +141,14 @@ def build() -> dict[str, Experiment]:
                    {"model": RANDOM_NEO, "data": TREC, "labels": "6,50,300,1000", "rows": 500, "yes_no_rows": 32,
                     "batch_size": 64, "max_length": 96, "precision": "fp32", "threads": None,
                     "yes_no_cache_tokens": None}),
+        Experiment("serve-load", "neogen serve's throughput and p50/p99 latency at 1, 8 and 64 concurrent clients "
+                   "(loopback), against offline predict_proba on the same texts in the same run", "serve_load:run",
+                   "serve", SERVE | {"rows": 512, "clients": "1,8,64", "max_seconds": 120.0, "repeats": 2},
+                   resolve="training:resolve"),
+        Experiment("serve-page", "headless Chromium opens neogen serve's form with a text: the page must draw the "
+                   "label and the bars /v1/classify gives; a screenshot to look at", "serve_load:page_check", "serve",
+                   SERVE | {"text": "What is the capital of Australia?",
+                            "screenshot": "/tmp/neogen-serve-page.png"}, resolve="training:resolve"),
         Experiment("quantized", "neogen train + neogen score with bf16, 8-bit or 4-bit base weights through the CLI "
                    "(CUDA): times and peak device memory", "quantized:run", "gpu",
                    {"model": RANDOM_NEO, "quantization": None, "data": STUDENT, "train_rows": None, "epochs": 1.0,
