@@ -1,8 +1,9 @@
+import importlib
 import json
 import re
 
 import pytest
-from conftest import SHARED_DATA, SHARED_DATA_FIX, gpt2_files, require
+from conftest import ROOT, SHARED_DATA, SHARED_DATA_FIX, gpt2_files, require
 
 from neogen.errors import NeogenError
 from neogen.labels import STOP_WORDS, LabelCodec, alias_lines, weak_alias, word_family
@@ -287,3 +288,16 @@ def test_the_report_flags_weak_aliases(gpt2_bpe):
     text = format_report(report)
     assert "'not_spam' -> ' not'  (weak: stop word)" in text and "--label-word" in text
 
+
+def test_the_alias_table_in_the_docs_is_current(gpt2_bpe, monkeypatch):
+    """docs/aliases.md's GPT-2 BPE column is what the codec gives today (its SmolLM2 column needs the GGUF file)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    cell = importlib.import_module("bench.aliases").cell
+    rows = {line.split(" | ")[0][2:].strip("`"): line.split(" | ")[2].removesuffix(" |")
+            for line in (ROOT / "docs" / "aliases.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `")}
+    for labels in (clinc150_labels(), trec50_labels()):
+        codec = LabelCodec.fit(labels, gpt2_bpe)
+        completions = dict(zip(codec.labels, codec.completions, strict=True))
+        stale = [label for label in labels if rows.get(label) != cell(label, completions)]
+        assert not stale, f"docs/aliases.md is stale for {stale[:5]}: python -m bench.aliases > docs/aliases.md"
