@@ -22,7 +22,7 @@ import numpy as np
 
 from neogen.errors import DataError, OutputError
 from neogen.folders import claim, file_id, is_marked
-from neogen.labels import LabelCodec, word_token
+from neogen.labels import LabelCodec, alias_lines, word_token
 from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
 from neogen.read import ColumnChoice, Example
@@ -266,7 +266,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"warning: {report['test_texts_also_in_train']} test texts also appear in train")
     if report["aliases"]:
         lines.append("labels that are not one token, and the single-token alias used:")
-        lines += [f"  {label!r} -> {alias!r}" for label, alias in report["aliases"].items()]
+        lines += alias_lines(report["aliases"], report.get("completions", {}))
     else:
         lines.append("every label is a single token: " + ", ".join(repr(c) for c in report["completions"].values()))
     return "\n".join(lines)
