@@ -114,7 +114,7 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "sequence-classifica
             files, extra = write_format(fmt, run_dir, adapter_dir, out, base)
             files += copy_run_files(run_dir, out)
             info |= extra
-            write_card(out, fmt, info, recipe, run_dir)
+            write_card(out, fmt, info, recipe)
             info["files"] = sorted({*files, CARD_FILE})
             write_marker(out, info)
         except OSError as e:
@@ -422,7 +422,14 @@ def load_export(folder: str | Path, device: str | None = None, precision: str | 
         model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
         tokenizer = load_tokenizer(str(folder))
     else:  # a sequence classifier's checkpoint holds the causal LM's body, and its head where it is not tied
-        model = load_model(str(folder), info["model_dtype"], None, dev)
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the sequence classifier's unused score layer is expected: no load report
+        try:
+            model = load_model(str(folder), info["model_dtype"], None, dev)
+        finally:
+            hf_logging.set_verbosity(verbosity)
         if info.get("lm_head"):
             load_lm_head(model, folder / LM_HEAD_FILE)
         tokenizer = load_tokenizer(str(folder))
@@ -508,7 +515,7 @@ def label_table(codec: Any, thresholds: Any) -> str:
     for i, (label, completion, token_id) in enumerate(zip(codec.labels, classes.completions, classes.token_ids,
                                                           strict=True)):
         cut = f" {cutoffs[i]:.3f} |" if cutoffs is not None else ""
-        rows.append(f"| {label} | `{completion!r}` | {token_id} |{cut}")
+        rows.append(f"| {label.replace('|', '&#124;')} | `{completion!r}` | {token_id} |{cut}")
     return "\n".join(rows)
 
 
@@ -571,7 +578,7 @@ def limitations(fmt: str, info: dict[str, Any], calibration: Any, multi_label: b
     return "\n".join(f"- {item}" for item in items)
 
 
-def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, run_dir: Path) -> None:
+def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe) -> None:
     """The model card, README.md, with huggingface_hub's ModelCard: metadata, labels, usage, metrics, limitations."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -579,7 +586,6 @@ def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, run_di
 
     codec = load_codec(out / CODEC_FILE)
     classes = codec.classes if codec.multi_label else codec
-    thresholds, calibration = run_scoring_files(out, codec)
     base = info.get("base_model")
     hub_base = base if base and SAFE_NAME.fullmatch(base) and not Path(base).exists() else None
     tags = ["neogen", "lora", "text-classification", *(["multi-label"] if codec.multi_label else [])]
@@ -589,6 +595,15 @@ def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, run_di
     usage = USAGE[fmt].format(out=out, example=PROBES[0], separator_ids=classes.separator_ids,
                               token_ids=classes.token_ids,
                               kind="probability" if codec.multi_label else "score (they sum to 1)")
+    body = card_body(out, fmt, info, recipe, codec, usage, hub_base)
+    ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").save(out / CARD_FILE)
+
+
+def card_body(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, codec: Any, usage: str,
+              hub_base: str | None) -> str:
+    """The model card's Markdown below its metadata."""
+    thresholds, calibration = run_scoring_files(out, codec)
+    base = info.get("base_model")
     results = read_json(out / RESULTS_FILE, "fix: export the run again") if (out / RESULTS_FILE).is_file() else {}
     report = (read_json(out / DATA_REPORT_FILE, "fix: export the run again")
               if (out / DATA_REPORT_FILE).is_file() else {})
@@ -598,7 +613,7 @@ def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, run_di
     described = {"sequence-classification": "a sequence-classification model whose score layer is the LM head's "
                  "rows of the label tokens", "causal-lm": "the merged causal LM",
                  "adapter": f"a LoRA adapter for `{base}`"}[fmt]
-    body = f"""# {out.name}
+    return f"""# {out.name}
 
 A text classifier fine-tuned with neogen from `{recipe.model.name}`{f" ({hub_base})" if hub_base and
 hub_base != recipe.model.name else ""}: LoRA on a causal LM, where each label is one completion token after the
@@ -635,4 +650,3 @@ With neogen installed, `neogen classify {out} "some text"`, `neogen serve {out}`
 
 {limitations(fmt, info, calibration, codec.multi_label)}
 """
-    ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").save(out / CARD_FILE)

@@ -389,14 +389,11 @@ def create_app(classifier: "Classifier", options: ServeOptions,
     """The FastAPI application serving `classifier`; the batcher starts and drains with the app's lifespan, and
     `on_start` is called once it runs."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
-
-    from neogen.serve_page import PAGE
 
     batcher_box: list[Batcher] = []
     scorer = Scorer(classifier)
-    created = int(time.time())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -436,6 +433,19 @@ def create_app(classifier: "Classifier", options: ServeOptions,
         rows = await batcher_box[0].submit("complete", prompts, k=max(k, 0))
         return JSONResponse(completion_response(rows, prompts, k, options.name))
 
+    add_info_routes(app, classifier, options, batcher_box)
+    return app
+
+
+def add_info_routes(app: "FastAPI", classifier: "Classifier", options: ServeOptions,
+                    batcher_box: list[Batcher]) -> None:
+    """GET /v1/models, /healthz and / (the form)."""
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    from neogen.serve_page import PAGE
+
+    created = int(time.time())
+
     @app.get("/v1/models")
     async def models() -> JSONResponse:
         codec = classifier.codec
@@ -455,8 +465,6 @@ def create_app(classifier: "Classifier", options: ServeOptions,
         kind = "Multi-label classifier" if classifier.codec.multi_label else "Classifier"
         return HTMLResponse(PAGE.replace("{name}", html.escape(options.name)).replace("{kind}", kind)
                             .replace("{count}", str(len(classifier.codec.labels))))
-
-    return app
 
 
 def bind(host: str, port: int) -> socket.socket:
