@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from neogen.errors import NeogenError
-from neogen.rundir import read_json
+from neogen.folders import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def _log_loss(y: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)).mean())
+
+
+def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE: the gap between confidence and accuracy of the top label, averaged over equal-width confidence bins
+    weighted by their share of rows (Guo et al., 2017). 0 means "90% sure" is right 90% of the time."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # (N,) bin of each row; 1.0 in the last
+    gap = 0.0
+    for b in np.unique(which):
+        rows = which == b
+        gap += rows.sum() * abs(float(correct[rows].mean()) - float(confidence[rows].mean()))
+    return gap / len(confidence)
 
 
 @dataclass
@@ -82,8 +95,6 @@ class Temperature:
 def fit_temperature(y: np.ndarray, probs: np.ndarray, split: str) -> Temperature:
     """The temperature minimising the log loss of (N,) class indexes y under (N, K) probabilities."""
     from scipy.optimize import minimize_scalar
-
-    from neogen.evaluate import expected_calibration_error
 
     y = np.asarray(y, dtype=np.int64)
     found = minimize_scalar(lambda log_t: _log_loss(y, apply_temperature(probs, math.exp(log_t))),

@@ -31,14 +31,7 @@ from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import PromptEncoder
 from neogen.read import Example
-from neogen.rundir import (
-    CALIBRATION_FILE,
-    CODEC_FILE,
-    RECIPE_FILE,
-    THRESHOLDS_FILE,
-    check_run_dir,
-    check_threshold_labels,
-)
+from neogen.run import Run
 from neogen.tasks import task_for
 from neogen.thresholds import Thresholds
 
@@ -59,9 +52,9 @@ class Classifier:
     def __init__(self, model: Any, tokenizer: Any, codec: LabelCodec | MultiLabelCodec, max_length: int = 256,
                  precision: str = "fp32", batch_size: int = 32, max_batch_tokens: int | None = None,
                  thresholds: Thresholds | None = None, calibration: Temperature | None = None,
-                 run_dir: Path | None = None) -> None:
+                 run: Run | None = None) -> None:
         self.model = model.eval()
-        self.run_dir = run_dir  # the run it was loaded from: scoring fingerprints it for --resume
+        self.run = run  # the run it was loaded from: scoring fingerprints it for --resume
         self.tokenizer = tokenizer
         self.codec = codec
         self.task = task_for(codec)  # what an answer is: its probabilities, decision and evaluation
@@ -94,21 +87,21 @@ class Classifier:
         """
         from peft import PeftModel, prepare_model_for_kbit_training
 
+        from neogen.export import is_export, load_export
         from neogen.models import cast_for_inference, load_model, load_tokenizer, resolve_precision
-        from neogen.multilabel import load_codec
-        from neogen.recipe import load_recipe
 
         run_dir = Path(run_dir).expanduser()
-        adapter_dir = check_run_dir(run_dir, adapter)
-        recipe = load_recipe(run_dir / RECIPE_FILE)
+        if is_export(run_dir):  # a folder `neogen export` wrote, in any of its formats
+            return load_export(run_dir, device, precision, batch_size, max_batch_tokens)
+        run = Run(run_dir)
+        adapter_dir = run.check(adapter)
+        recipe = run.recipe()
         tokenizer = load_tokenizer(recipe.model.name)
-        codec = load_codec(run_dir / CODEC_FILE, tokenizer)
-        thresholds = Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).exists() else None
-        if thresholds is not None:
-            check_threshold_labels(thresholds, codec, run_dir)
-        else:  # deleted, or a run stopped before tuning: the recipe's rule, as training applies it
-            thresholds = task_for(codec).untuned_thresholds(recipe)
-        calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).exists() else None
+        codec = run.codec(tokenizer)
+        task = task_for(codec)
+        # Deleted, or a run stopped before tuning: the recipe's rule, as training applies it.
+        thresholds = run.thresholds(codec.labels, task.multi_label) or task.untuned_thresholds(recipe)
+        calibration = run.calibration()
         dev = torch.device(device) if device else None
         model = load_model(recipe.model.name, recipe.model.dtype, recipe.model.quantization, dev)
         if recipe.model.quantization:
@@ -127,7 +120,7 @@ class Classifier:
             cast_for_inference(model, precision)
         return cls(model, tokenizer, codec, max_length=recipe.train.max_length, precision=precision,
                    batch_size=batch_size or recipe.train.eval_batch_size, max_batch_tokens=max_batch_tokens,
-                   thresholds=thresholds, calibration=calibration, run_dir=run_dir)
+                   thresholds=thresholds, calibration=calibration, run=run)
 
     @property
     def labels(self) -> list[str]:

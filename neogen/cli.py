@@ -1,4 +1,4 @@
-"""The `neogen` command: prepare, train, classify, score, eval."""
+"""The `neogen` command: prepare, train, classify, score, eval, export, serve."""
 
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from neogen import distributed
     from neogen.recipe import load_recipe, recipe_help, recipe_reference_markdown
-    from neogen.rundir import RESULTS_FILE
-    from neogen.train import train
+    from neogen.train import fine_tune
 
     if args.help_recipe or args.markdown:
         print(recipe_reference_markdown() if args.markdown else recipe_help())
@@ -65,10 +64,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.recipe is None:
         raise NeogenError("give a recipe file (recipes/quickstart.yaml) or '-' for the defaults")
     recipe = load_recipe(None if args.recipe == "-" else args.recipe, args.overrides)
-    run_dir = train(recipe, resume=args.resume, progress=not args.quiet)
+    run_dir, results = fine_tune(recipe, resume=args.resume, progress=not args.quiet)
     if not distributed.world().is_main:
         return  # under torchrun, rank 0 evaluates and writes results.json, and prints them
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
     print(json.dumps(results, indent=2))
     print(f"run directory: {run_dir}")
 
@@ -109,27 +107,28 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from neogen.classify import Classifier
-    from neogen.recipe import load_recipe
-    from neogen.rundir import RECIPE_FILE
+    from neogen.recipe import Recipe
 
     classifier = Classifier.load(args.run_dir)
-    task = classifier.task
+    task, run = classifier.task, classifier.run
     refit = "--calibrate" if args.calibrate else "--tune-thresholds" if args.tune_thresholds else None
     if refit and refit != task.decision_option:
         kinds = ("single-label", "multi-label")[::-1 if task.multi_label else 1]
         raise NeogenError(f"{refit} is for {kinds[1]} runs; a {kinds[0]} run's decision is fitted with "
                           f"{task.decision_option}")
-    recipe = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE)
+    if run is None and (refit or not args.out):
+        raise NeogenError(f"{args.run_dir} is an export, which holds no run folder to write into (fix: give --out "
+                          f"for the metrics; fit {task.decision_option} on the run it was exported from)")
+    recipe = run.recipe() if run is not None else Recipe()
     examples = task.read_labeled(args.data, *_eval_columns(args), args.label_separator or recipe.data.label_separator)
     raw = classifier.predict_prompts(classifier.encoder([ex.text for ex in examples]), progress=True).probs
     if refit:
         decision = task.fit_decision(examples, raw, recipe, split=str(args.data))
-        path = Path(args.run_dir) / task.decision_file
-        decision.save(path)
+        path = run.save_decision(decision)
         classifier.set_decision(decision)
         print(f"{task.decision_done} on {args.data} and saved to {path}; the metrics below are on the same rows, "
               "so optimistic")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "eval" / Path(args.data).stem
+    out = Path(args.out) if args.out else run.eval_dir(Path(args.data).stem)
     metrics = classifier.evaluate(examples, out, {"data": str(args.data)},
                                   probs=task.calibrated(raw, classifier.calibration))
     print(task.format(metrics))
@@ -143,10 +142,11 @@ def _eval_columns(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.text_column or args.label_column:
         return args.text_column, args.label_column
     from neogen.read import LABEL_JOIN, read_records
-    from neogen.recipe import load_recipe
-    from neogen.rundir import RECIPE_FILE
+    from neogen.run import Run
 
-    data = load_recipe(Path(args.run_dir).expanduser() / RECIPE_FILE).data
+    if not Run(args.run_dir).recipe_file.is_file():  # an export: its columns are detected
+        return None, None
+    data = Run(args.run_dir).recipe().data
     first = next(iter(read_records(args.data)), None)
     columns = set(first[1]) if first else set()
     wanted = [data.text_column, *(data.label_column.split(LABEL_JOIN) if data.label_column else [None])]
@@ -184,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neogen", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
+    _prepare_command(sub)
+    _train_command(sub)
+    _classify_command(sub)
+    _score_command(sub)
+    _eval_command(sub)
+    _export_command(sub)
+    _serve_command(sub)
+    return parser
 
+
+def _prepare_command(sub: Any) -> None:
     p = sub.add_parser("prepare", help="clean, split and report on a labeled file; write prompt/completion JSONL")
     p.add_argument("input", help=".csv, .tsv, .jsonl or .parquet with a text and a label column")
     p.add_argument("--out", required=True, help="output folder for train/valid/test.jsonl, labels.json, report.json")
@@ -206,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-label encoding whose completions and label sets are reported (default independent)")
     p.set_defaults(func=cmd_prepare)
 
+
+def _train_command(sub: Any) -> None:
     p = sub.add_parser("train", help="fine-tune with LoRA from a recipe; dotted overrides follow the recipe")
     p.add_argument("recipe", nargs="?", help="recipe YAML ('-' for the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=2 data.train=my.csv")
@@ -217,11 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.epochs (raise it to train longer) and a few keys that do not change the model")
     p.set_defaults(func=cmd_train)
 
+
+def _classify_command(sub: Any) -> None:
     p = sub.add_parser("classify", help="classify texts given as arguments (or one per stdin line)")
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*")
     p.set_defaults(func=cmd_classify)
 
+
+def _score_command(sub: Any) -> None:
     p = sub.add_parser("score", help="add label and scores to every line of a JSONL file ('-': stdin/stdout)")
     p.add_argument("run_dir")
     p.add_argument("input", help="JSONL to score ('-': stdin)")
@@ -240,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="go on where an interrupted run into OUTPUT stopped (from OUTPUT.progress.json)")
     p.set_defaults(func=cmd_score)
 
+
+def _eval_command(sub: Any) -> None:
     p = sub.add_parser("eval", help="metrics.json and plots for a run on a labeled file")
     p.add_argument("run_dir")
     p.add_argument("data", help="labeled .csv/.tsv/.jsonl/.parquet (prepared test.jsonl works)")
@@ -252,7 +270,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true",
                    help="single-label runs: fit the softmax temperature on this (validation) file and save it")
     p.set_defaults(func=cmd_eval)
-    return parser
+
+
+def _export_command(sub: Any) -> None:
+    p = sub.add_parser("export", help="write a run as a Hugging Face model folder (with a model card)")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="folder to write: empty, new, or an earlier export (whose files it replaces)")
+    p.add_argument("--as", dest="format", default="sequence-classification",
+                   choices=["sequence-classification", "causal-lm", "adapter"],
+                   help="sequence-classification (default: pipeline('text-classification') loads it), causal-lm "
+                        "(the merged model) or adapter (the LoRA adapter for AutoPeftModelForCausalLM)")
+    p.add_argument("--base-model", help="the base model as others load it, a Hub id or a folder (needed for the "
+                   "adapter of a GGUF base such as smollm2-135m; named in the model card)")
+    p.set_defaults(func=cmd_export)
+
+
+def _serve_command(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a run or an export over HTTP: /v1/classify, /v1/completions, a form at /")
+    p.add_argument("model", help="a run folder or an export folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--name", help="the model id clients see (default: the folder's name)")
+    p.add_argument("--batch-size", type=_positive, default=None, help="texts per forward pass (default: the recipe's)")
+    p.add_argument("--max-batch-tokens", type=_positive, default=None, help="padded tokens per forward pass at most")
+    p.add_argument("--max-wait-ms", type=float, default=20.0,
+                   help="how long the server waits for requests to score together; a quarter of it without a new "
+                        "request ends the wait (default 20)")
+    p.add_argument("--max-batch-texts", type=_positive, default=None,
+                   help="texts scored in one call at most (default: 4 x the batch size)")
+    p.add_argument("--max-queue", type=_positive, default=1024,
+                   help="texts waiting at most; beyond it requests get 503 with Retry-After (default 1024)")
+    p.add_argument("--max-request-texts", type=_positive, default=256, help="texts per request at most (default 256)")
+    p.add_argument("--max-request-bytes", type=_positive, default=1 << 20,
+                   help="bytes per request body at most (default 1 MiB)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
 
 
 def _label_word(value: str) -> tuple[str, str]:

@@ -45,6 +45,8 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import auc as area_under
 
+from neogen.calibration import expected_calibration_error
+
 logger = logging.getLogger(__name__)
 
 # Rows of `probs` may drift from 1 by float32/bfloat16 rounding of a softmax; beyond this they are not
@@ -155,19 +157,6 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> float:
     """
     eps = np.finfo(p.dtype).eps
     return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], eps, 1 - eps))))
-
-
-def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
-    """ECE: the gap between confidence and accuracy of the top label, averaged over equal-width confidence bins
-    weighted by their share of rows (Guo et al., 2017). 0 means "90% sure" is right 90% of the time."""
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y)
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)  # (N,) bin of each row; 1.0 in the last
-    gap = 0.0
-    for b in np.unique(which):
-        rows = which == b
-        gap += rows.sum() * abs(float(correct[rows].mean()) - float(confidence[rows].mean()))
-    return gap / len(confidence)
 
 
 def classification_metrics(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -313,7 +302,7 @@ def _confusion_view(metrics: dict[str, Any]) -> tuple[list[str], np.ndarray, np.
     return [*(labels[c] for c in chosen), "(other)"], counts, counts.sum(axis=1, keepdims=True), title
 
 
-def _colours(count: int) -> list[tuple[float, float, float, float]]:
+def colours_for(count: int) -> list[tuple[float, float, float, float]]:
     """Distinct line colours: the tab10/tab20 palettes while they last, evenly spaced turbo beyond."""
     if count <= 10:
         cmap = colormaps["tab10"]
@@ -346,7 +335,7 @@ def plot_roc_curves(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[s
     if len(present) < 2:
         ax.text(0.5, 0.6, "ROC undefined: fewer than 2 classes in y_true", ha="center", va="center")
     else:
-        colours = _colours(len(classes))
+        colours = colours_for(len(classes))
         for colour, c in zip(colours, classes, strict=True):
             fpr, tpr, _ = roc_curve(y == c, p[:, c])
             auc = area_under(fpr, tpr)  # what roc_auc_score computes, from the same curve
@@ -366,7 +355,7 @@ def plot_roc_curves(y_true: Sequence[int], probs: np.ndarray, labels: Sequence[s
     logger.debug("wrote ROC curves plot to %s", path)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Make `extra` values JSON-friendly: numpy scalars/arrays to Python, paths and the rest to strings."""
     if isinstance(value, np.generic):
         return value.item()
@@ -396,7 +385,7 @@ def write_evaluation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.json").open("w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2, default=_json_default)
+        json.dump(metrics, handle, indent=2, default=json_default)
         handle.write("\n")
     plot_confusion_matrix(metrics, out / "confusion_matrix.png")
     plot_roc_curves(y_true, probs, labels, out / "roc_curves.png")
@@ -404,7 +393,7 @@ def write_evaluation(
     return metrics
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
     """A metric with 4 decimals, or n/a where it is undefined."""
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -417,9 +406,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     """
     labels = [str(label) for label in metrics["labels"]]
     lines = [
-        f"n={metrics['n']}  accuracy={_fmt(metrics['accuracy'])}  macro-F1={_fmt(metrics['macro_f1'])}  "
-        f"weighted-F1={_fmt(metrics['weighted_f1'])}  ROC AUC={_fmt(metrics['roc_auc'])}  "
-        f"AUPRC={_fmt(metrics['auprc'])}  log loss={_fmt(metrics['log_loss'])}  ECE={_fmt(metrics.get('ece'))}"
+        f"n={metrics['n']}  accuracy={fmt(metrics['accuracy'])}  macro-F1={fmt(metrics['macro_f1'])}  "
+        f"weighted-F1={fmt(metrics['weighted_f1'])}  ROC AUC={fmt(metrics['roc_auc'])}  "
+        f"AUPRC={fmt(metrics['auprc'])}  log loss={fmt(metrics['log_loss'])}  ECE={fmt(metrics.get('ece'))}"
     ]
     if metrics.get("roc_auc_skipped"):
         lines.append(f"(absent from y_true, not in ROC AUC/AUPRC: {', '.join(metrics['roc_auc_skipped'])})")

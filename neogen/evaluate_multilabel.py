@@ -43,9 +43,9 @@ from neogen.evaluate import (
     PLOT_CLASSES,
     ROC_CLASSES,
     SUMMARY_CLASSES,
-    _colours,
-    _fmt,
-    _json_default,
+    colours_for,
+    fmt,
+    json_default,
     log_skipped,
 )
 
@@ -201,7 +201,7 @@ def plot_per_label_roc(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[s
     fig = Figure(figsize=(8.5 if len(drawn) > 10 else 6.5, 6.0), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance (AUC = 0.5)")
-    for colour, j in zip(_colours(len(drawn)), drawn, strict=True):
+    for colour, j in zip(colours_for(len(drawn)), drawn, strict=True):
         fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
         auc = area_under(fpr, tpr)
         ax.plot(fpr, tpr, color=colour, linewidth=1.2, label=f"{label_list[j]} (AUC = {auc:.3f})")
@@ -300,7 +300,7 @@ def write_multilabel_evaluation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.json").open("w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2, default=_json_default)
+        json.dump(metrics, handle, indent=2, default=json_default)
         handle.write("\n")
     plot_per_label_confusion(metrics, out / "confusion_matrix.png")
     plot_per_label_roc(y_true, probs, labels, out / "roc_curves.png")
@@ -317,9 +317,9 @@ def format_multilabel_metrics(metrics: dict[str, Any]) -> str:
     labels = [str(label) for label in metrics["labels"]]
     cardinality = metrics["label_cardinality"]
     lines = [
-        f"n={metrics['n']}  micro-F1={_fmt(metrics['micro_f1'])}  macro-F1={_fmt(metrics['macro_f1'])}  "
-        f"samples-F1={_fmt(metrics['samples_f1'])}  ROC AUC={_fmt(metrics['roc_auc'])}  "
-        f"Hamming loss={_fmt(metrics['hamming_loss'])}  subset accuracy={_fmt(metrics['subset_accuracy'])}",
+        f"n={metrics['n']}  micro-F1={fmt(metrics['micro_f1'])}  macro-F1={fmt(metrics['macro_f1'])}  "
+        f"samples-F1={fmt(metrics['samples_f1'])}  ROC AUC={fmt(metrics['roc_auc'])}  "
+        f"Hamming loss={fmt(metrics['hamming_loss'])}  subset accuracy={fmt(metrics['subset_accuracy'])}",
         f"labels per row: true {cardinality['true']:.3f}, predicted {cardinality['predicted']:.3f}; "
         f"rows with no predicted label: {metrics['empty_predictions']}",
     ]
@@ -345,6 +345,6 @@ def format_multilabel_metrics(metrics: dict[str, Any]) -> str:
         row = rows[label]
         lines.append(
             f"{label:<{width}}  {row['precision']:>9.4f}  {row['recall']:>9.4f}  {row['f1']:>9.4f}  "
-            f"{row['support']:>8d}  {row['predicted']:>9d}  {_fmt(row['roc_auc']):>9}"
+            f"{row['support']:>8d}  {row['predicted']:>9d}  {fmt(row['roc_auc']):>9}"
         )
     return "\n".join(lines)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neogen.errors import NeogenError, OutputError
-from neogen.folders import FileLock, claim, is_marked, write_error
-from neogen.rundir import CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE, RESULTS_FILE, read_json
+from neogen.folders import FileLock, claim, is_marked, read_json, write_error
+from neogen.run import Run
 
 if TYPE_CHECKING:
     import torch
@@ -89,16 +89,15 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "sequence-classifica
     """
     from neogen.multilabel import load_codec
     from neogen.recipe import load_recipe
-    from neogen.rundir import ADAPTER_DIR, check_run_dir
 
     run_dir, out = Path(run_dir).expanduser(), Path(out).expanduser()
     if fmt not in FORMATS:
         raise NeogenError(f"unknown export format {fmt!r} (fix: use one of {', '.join(FORMATS)})")
     if is_export(run_dir):
         raise NeogenError(f"{run_dir} is an export, not a run (fix: export the run folder `neogen train` wrote)")
-    adapter_dir = check_run_dir(run_dir, ADAPTER_DIR)
-    recipe = load_recipe(run_dir / RECIPE_FILE)
-    codec = load_codec(run_dir / CODEC_FILE)
+    adapter_dir = Run(run_dir).check()
+    recipe = load_recipe(run_dir / Run.RECIPE_FILE)
+    codec = load_codec(run_dir / Run.CODEC_FILE)
     base = check_format(fmt, recipe, codec, base_model, run_dir)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise OutputError(f"{out} is inside the run folder {run_dir} (fix: export to a folder outside the run)")
@@ -186,7 +185,7 @@ def write_marker(out: Path, info: dict[str, Any]) -> None:
 def copy_run_files(run_dir: Path, out: Path) -> list[str]:
     """The run's codec, recipe, data report and results beside the weights (the card is made from them)."""
     copied = []
-    for name in (CODEC_FILE, RECIPE_FILE, DATA_REPORT_FILE, RESULTS_FILE):
+    for name in (Run.CODEC_FILE, Run.RECIPE_FILE, Run.REPORT_FILE, Run.RESULTS_FILE):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)
             copied.append(name)
@@ -236,7 +235,7 @@ def run_scoring_files(run_dir: Path, codec: Any) -> tuple[Any, Any]:
 
     thresholds = None
     if codec.multi_label:
-        recipe = load_recipe(run_dir / RECIPE_FILE)
+        recipe = load_recipe(run_dir / Run.RECIPE_FILE)
         thresholds = (Thresholds.load(run_dir / THRESHOLDS_FILE) if (run_dir / THRESHOLDS_FILE).is_file()
                       else Thresholds.untuned(codec.labels, recipe.multilabel, recipe.data.allow_empty))
     calibration = Temperature.load(run_dir / CALIBRATION_FILE) if (run_dir / CALIBRATION_FILE).is_file() else None
@@ -252,8 +251,8 @@ def write_adapter(run_dir: Path, adapter_dir: Path, out: Path, base: str | None)
     if not (adapter_dir / ADAPTER_FILES[1]).is_file():
         raise NeogenError(f"{adapter_dir} holds no {ADAPTER_FILES[1]} (fix: load the run with neogen and save its "
                           "adapter as safetensors, or train it again)")
-    tokenizer = load_tokenizer(load_recipe(run_dir / RECIPE_FILE).model.name)
-    codec = load_codec(run_dir / CODEC_FILE, tokenizer)
+    tokenizer = load_tokenizer(load_recipe(run_dir / Run.RECIPE_FILE).model.name)
+    codec = load_codec(run_dir / Run.CODEC_FILE, tokenizer)
     if base and Path(base).expanduser().is_dir():  # a base we can read must hold the tokenizer the run trained with
         try:
             codec.check_tokenizer(load_tokenizer(base))
@@ -435,7 +434,7 @@ def load_export(folder: str | Path, device: str | None = None, precision: str | 
         tokenizer = load_tokenizer(str(folder))
         if info["format"] == "sequence-classification":
             restore_tokenizer(tokenizer, folder, info["tokenizer_originals"])
-    codec = load_codec(folder / CODEC_FILE, tokenizer)
+    codec = load_codec(folder / Run.CODEC_FILE, tokenizer)
     thresholds, calibration = run_scoring_files(folder, codec)
     precision = resolve_precision(precision or info["precision"], next(model.parameters()).device)
     cast_for_inference(model, precision)
@@ -584,7 +583,7 @@ def write_card(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe) -> Non
 
     from neogen.multilabel import load_codec
 
-    codec = load_codec(out / CODEC_FILE)
+    codec = load_codec(out / Run.CODEC_FILE)
     classes = codec.classes if codec.multi_label else codec
     base = info.get("base_model")
     hub_base = base if base and SAFE_NAME.fullmatch(base) and not Path(base).exists() else None
@@ -604,9 +603,9 @@ def card_body(out: Path, fmt: str, info: dict[str, Any], recipe: Recipe, codec: 
     """The model card's Markdown below its metadata."""
     thresholds, calibration = run_scoring_files(out, codec)
     base = info.get("base_model")
-    results = read_json(out / RESULTS_FILE, "fix: export the run again") if (out / RESULTS_FILE).is_file() else {}
-    report = (read_json(out / DATA_REPORT_FILE, "fix: export the run again")
-              if (out / DATA_REPORT_FILE).is_file() else {})
+    results = Run(out).results()
+    report = (read_json(out / Run.REPORT_FILE, "fix: export the run again")
+              if (out / Run.REPORT_FILE).is_file() else {})
     scoring = (f"Multi-label ({codec.encoding} encoding): each label's probability is the sigmoid of its token's "
                "logit after the separator." if codec.multi_label else "Class scores are the softmax of the label "
                "tokens' logits after the separator; the label is their argmax.")
@@ -643,7 +642,7 @@ With neogen installed, `neogen classify {out} "some text"`, `neogen serve {out}`
 ## Training recipe
 
 ```yaml
-{(out / RECIPE_FILE).read_text(encoding="utf-8").strip()}
+{(out / Run.RECIPE_FILE).read_text(encoding="utf-8").strip()}
 ```
 
 ## Limitations

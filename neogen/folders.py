@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -42,6 +43,21 @@ def write_error(e: OSError, path: str | Path, kept: str = "") -> NeogenError:
     if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
         return OutputError(f"{path}: {e.strerror}: a file or folder is in the way{kept} (fix: give another path)")
     return DiskFullError(f"{path}: {e.strerror or e}{kept} (fix: check the path and the device)")
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """A JSON file neogen wrote; one that is not JSON raises NeogenError naming it and `fix` ("fix: ...")."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NeogenError(f"{path} is not valid JSON: {e} ({fix})") from e
+
+
+def replace_file(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write a file through a temporary one, so that a process reading it never sees it half-written."""
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
 
 
 # ----------------------------------------------------------------------------------------------------- markers

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import random
-from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +25,7 @@ from neogen.labels import LabelCodec, alias_lines, word_token
 from neogen.multilabel import MultiLabelCodec
 from neogen.prompt import SEPARATOR, PromptEncoder, prompt_text
 from neogen.read import ColumnChoice, Example
+from neogen.tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +174,9 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabel
     and `longer_than_counted` says how many there were, so a huge text costs no more to report than to train on.
     The percentiles and max are exact wherever they lie under that cap, and `over_max_length` always is.
     """
+    task = task_for(codec)
     everything = [ex for part in splits.values() for ex in part]
-    if codec.multi_label:
-        counts = Counter(label for ex in everything for label in ex.labels)
-    else:
-        counts = Counter(ex.label for ex in everything)
+    counts = task.label_counts(everything)
     around = len(encoder.prefix_ids) + len(encoder.separator_ids)
     counted = 4 * encoder.max_length
     lengths = np.array([len(ids) + around for ids in encoder.text_ids([ex.text for ex in everything],
@@ -198,9 +196,9 @@ def data_report(splits: dict[str, list[Example]], codec: LabelCodec | MultiLabel
            "max_length": encoder.max_length, "counted_up_to": counted, "longer_than_counted": longer},
         "texts_with_separator": sum(SEPARATOR.strip() in ex.text for ex in everything),
         "test_texts_also_in_train": sum(ex.text in train_texts for ex in splits.get("test", [])),
-        "aliases": _classes(codec).aliases,
-        "completions": dict(zip(_classes(codec).labels, _classes(codec).completions, strict=True)),
-        "label_sets": _label_sets(splits, codec) if codec.multi_label else None,
+        "aliases": task.classes.aliases,
+        "completions": dict(zip(task.classes.labels, task.classes.completions, strict=True)),
+        "label_sets": task.label_set_report(splits),
     }
 
 
@@ -214,22 +212,6 @@ def rows_sha256(splits: dict[str, list[Example]]) -> dict[str, str]:
             digest.update(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
         digests[name] = digest.hexdigest()
     return digests
-
-
-def _classes(codec: LabelCodec | MultiLabelCodec) -> LabelCodec:
-    return codec.classes if codec.multi_label else codec
-
-
-def _label_sets(splits: dict[str, list[Example]], codec: MultiLabelCodec) -> dict[str, Any]:
-    """Multi-label facts: the encoding, how many label sets, labels per row, and sets unseen in training."""
-    train_sets = {ex.label for ex in splits.get("train", [])}
-    out: dict[str, Any] = {"encoding": codec.encoding, "distinct_in_train": len(train_sets)}
-    for name, part in splits.items():
-        if part:
-            sizes = [len(ex.labels) for ex in part]
-            out[name] = {"labels_per_row": round(sum(sizes) / len(sizes), 3), "rows_without_label": sizes.count(0),
-                         "rows_with_unseen_set": sum(ex.label not in train_sets for ex in part)}
-    return out
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -278,17 +260,10 @@ def write_jsonl(path: Path, examples: list[Example], codec: LabelCodec | MultiLa
     Multi-label rows carry `labels` (a list); their completion is the label set's token (powerset; empty for a set
     unseen in training) or the label tokens in order (independent, yes_no), for reading only.
     """
+    task = task_for(codec)
     with path.open("w", encoding="utf-8") as f:
         for ex in examples:
-            row: dict[str, Any] = {"prompt": prompt_text(ex.text, codec.separator)}
-            if not codec.multi_label:
-                row |= {"completion": codec.completions[codec.index(ex.label)], "label": ex.label}
-            elif codec.encoding == "powerset":
-                k = codec.class_index(ex.labels)
-                row |= {"completion": "" if k is None else codec.classes.completions[k], "labels": list(ex.labels)}
-            else:
-                completion = "".join(codec.classes.completions[codec.classes.index(lab)] for lab in ex.labels)
-                row |= {"completion": completion, "labels": list(ex.labels)}
+            row = {"prompt": prompt_text(ex.text, codec.separator), **task.prepared_row(ex)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

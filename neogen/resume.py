@@ -23,23 +23,15 @@ from neogen.multilabel import MultiLabelCodec
 from neogen.prepare import rows_sha256
 from neogen.read import Example
 from neogen.recipe import Recipe, load_yaml, resumable_keys
-from neogen.rundir import CHECKPOINTS_DIR, CODEC_FILE, DATA_REPORT_FILE, RECIPE_FILE, read_json
+from neogen.run import Run
 
 logger = logging.getLogger(__name__)
 
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's complete Trainer checkpoints, oldest first.
-
-    Trainer writes trainer_state.json last, so a checkpoint cut short by a kill lacks it and is passed over.
-    """
-    found = []
-    for path in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"):
-        step = path.name.removeprefix("checkpoint-")
-        if step.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(step), path))
-    return [path for _, path in sorted(found)]
+    """The run's complete Trainer checkpoints, oldest first (Run.checkpoints)."""
+    return Run(run_dir).checkpoints()
 
 
 def _flat(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +49,9 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
     """The newest checkpoint of the run, once the recipe is known to match the one it was trained with."""
     found = checkpoints(run_dir)
     if not found:
-        raise NeogenError(f"nothing to resume: {run_dir / CHECKPOINTS_DIR} holds no complete checkpoint-* "
+        raise NeogenError(f"nothing to resume: {Run(run_dir).checkpoints_dir} holds no complete checkpoint-* "
                           f"(fix: start the run afresh by leaving out --resume / resume=True)")
-    path = run_dir / RECIPE_FILE
+    path = Run(run_dir).recipe_file
     if not path.is_file():
         raise NeogenError(f"cannot resume {run_dir}: {path} is missing, so the checkpoint's recipe is unknown "
                           "(fix: train afresh into a new output_dir)")
@@ -77,14 +69,14 @@ def resume_point(run_dir: Path, recipe: Recipe) -> Path:
         _refuse_resume(run_dir, f"another recipe ({path})", changed)
     # Trainer saves one RNG state per process (rng_state_RANK.pth; rng_state.pth alone). Each optimizer step took
     # batch_size x grad_accum rows from every process, so the data position only carries over to as many processes.
-    saved_world = _saved_report(run_dir).get("processes") or len(list(found[-1].glob("rng_state_*.pth"))) or 1
+    saved_world = Run(run_dir).report().get("processes") or len(list(found[-1].glob("rng_state_*.pth"))) or 1
     if saved_world > 1:
         # Rank 0 writes trainer_state.json without waiting for the other ranks' RNG states: a kill in between leaves
         # a checkpoint that looks complete. Resume from the newest one that has every rank's.
         whole = [cp for cp in found if all((cp / f"rng_state_{r}.pth").is_file() for r in range(saved_world))]
         if not whole:
-            raise NeogenError(f"nothing to resume: no checkpoint in {run_dir / CHECKPOINTS_DIR} holds the RNG states "
-                              f"of all {saved_world} processes (fix: start the run afresh without --resume)")
+            raise NeogenError(f"nothing to resume: no checkpoint in {Run(run_dir).checkpoints_dir} holds the RNG "
+                              f"states of all {saved_world} processes (fix: start the run afresh without --resume)")
         if whole[-1] != found[-1]:
             logger.warning("%s lacks some of the %d processes' RNG states (stopped while saving); resuming from %s",
                            found[-1], saved_world, whole[-1])
@@ -106,25 +98,19 @@ def _refuse_resume(run_dir: Path, what: str, changed: list[str]) -> None:
     lines = "\n".join(f"  - {c}" for c in changed)
     allowed = ", ".join(sorted(resumable_keys()))
     raise NeogenError(f"cannot resume {run_dir}: its checkpoint was trained with {what}:\n{lines}\n"
-                      f"fix: resume with the run's own recipe (neogen train {run_dir / RECIPE_FILE} --resume; only "
+                      f"fix: resume with the run's own recipe (neogen train {Run(run_dir).recipe_file} --resume; only "
                       f"{allowed} may change), or train afresh into a new output_dir without --resume")
-
-
-def _saved_report(run_dir: Path) -> dict[str, Any]:
-    """The run's data_report.json (its split sizes and digests, its number of processes); {} if it has none."""
-    path = run_dir / DATA_REPORT_FILE
-    return read_json(path, f"fix: train afresh into a new output_dir, or restore {path}") if path.is_file() else {}
 
 
 def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, splits: dict[str, list[Example]]) -> None:
     """Refuse to resume on data that gives other labels, completion tokens or split sizes than the run's."""
-    changed = []
-    saved = json.loads((run_dir / CODEC_FILE).read_text(encoding="utf-8")) if (run_dir / CODEC_FILE).is_file() else {}
+    run = Run(run_dir)
+    saved, name = run.saved_codec(), Run.CODEC_FILE
     now = json.loads(json.dumps(codec.to_dict()))  # through JSON, as saved: tuples become lists
-    changed += [f"{CODEC_FILE} {key}: {saved.get(key, '(absent)')!r} in the run, {now.get(key, '(absent)')!r} now"
+    changed = [f"{name} {key}: {saved.get(key, '(absent)')!r} in the run, {now.get(key, '(absent)')!r} now"
                 for key in sorted(saved.keys() | now.keys()) if saved.get(key) != now.get(key)]
     rows = {name: len(part) for name, part in splits.items()}
-    report = _saved_report(run_dir)
+    report = run.report()
     saved_rows, saved_digests = report.get("rows"), report.get("rows_sha256")  # no digests: an older run
     if saved_rows is not None and saved_rows != rows:
         changed.append(f"rows per split: {saved_rows} in the run, {rows} now")
@@ -134,7 +120,7 @@ def check_resumed_data(run_dir: Path, codec: LabelCodec | MultiLabelCodec, split
                     for name in sorted(saved_digests.keys() | digests.keys())
                     if saved_digests.get(name) != digests.get(name)]
     if changed:
-        _refuse_resume(run_dir, f"other data ({CODEC_FILE}, data_report.json)", changed)
+        _refuse_resume(run_dir, f"other data ({name}, {Run.REPORT_FILE})", changed)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -13,14 +13,10 @@ either way the output is the same bytes as one uninterrupted process writes.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,141 +25,13 @@ from tqdm.auto import tqdm
 from neogen import distributed
 from neogen.classify import Classifier
 from neogen.distributed import World
-from neogen.errors import DataError, NeogenError
+from neogen.errors import NeogenError
 from neogen.folders import FileLock, file_id, refuse_same_files, stream_id, write_error
-from neogen.read import blank_line, lone_surrogate, parse_json_line, text_value
-from neogen.score_progress import begin, forget, identity, progress_path
+from neogen.run import Run
+from neogen.score_lines import ScoreStats, chunks, input_lines, score_chunk, write
+from neogen.score_progress import Progress, begin, forget, identity, progress_path
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreStats:
-    """Counts of one scoring run."""
-
-    read: int = 0
-    scored: int = 0
-    rejected: int = 0
-
-    def add(self, other: ScoreStats) -> None:
-        self.read += other.read
-        self.scored += other.scored
-        self.rejected += other.rejected
-
-
-def _text_of(record: Any, text_field: str | None) -> str:
-    """The text to classify, from `text_field`; when none is named, `text`, else an OpenAI-style `prompt`.
-
-    A field the user named (`text` included) is never replaced by another: a line without it is malformed, not
-    scored on other text. What counts as a text is neogen.read.text_value's rule, the one prepare, train and eval
-    apply: a value it refuses (null, a number, an empty text...) is a malformed line with that reason.
-    """
-    if not isinstance(record, dict):
-        raise ValueError("line is not a JSON object")
-    field = text_field or ("prompt" if "text" not in record and "prompt" in record else "text")
-    if field not in record:
-        raise KeyError(f"no '{field}' field (keys: {sorted(record)[:8]})")
-    return text_value(record[field], field)  # the readers' rule: a string with text in it, else refused
-
-
-def _check_writable(line: str, record: dict[str, Any]) -> None:
-    """Refuse a record UTF-8 cannot write: neither the tokenizer nor the output file takes a lone surrogate."""
-    surrogate = lone_surrogate(line, record)
-    if surrogate:
-        raise ValueError(f"the line holds a lone UTF-16 surrogate {surrogate} (half of a character), which UTF-8 "
-                         "cannot write; remove it or write the whole character")
-
-
-def _free_key(record: dict[str, Any], key: str) -> str:
-    """`input_<key>`, or `input_input_<key>` and so on where that is taken too: no input field is overwritten."""
-    while key in record:
-        key = f"input_{key}"
-    return key
-
-
-def input_lines(src: str, offset: int = 0) -> Iterator[bytes]:
-    """The raw lines of `src` ('-': stdin) from byte `offset` on; bytes, so offsets are exact for resuming."""
-    if src != "-":
-        with open(src, "rb") as f:
-            f.seek(offset)
-            yield from f
-    elif hasattr(sys.stdin, "buffer"):
-        yield from sys.stdin.buffer
-    else:  # a text-only stdin (notebooks, captured streams)
-        yield from (line.encode("utf-8") for line in sys.stdin)
-
-
-def chunks(lines: Iterable[bytes], size: int, first: int = 1) -> Iterator[list[tuple[int, bytes]]]:
-    """(line number, raw line) lists of `size` lines, blank ones included, numbered from `first`."""
-    chunk: list[tuple[int, bytes]] = []
-    for number, line in enumerate(lines, start=first):
-        chunk.append((number, line))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def score_chunk(classifier: Classifier, chunk: list[tuple[int, bytes]], name: str, text_field: str | None,
-                rejecting: bool, fix: str) -> tuple[str, str, ScoreStats]:
-    """The output lines and the rejects lines of one chunk, and its counts.
-
-    Without `rejecting`, a malformed line raises a DataError naming `name`, its line number and `fix`.
-    """
-    stats = ScoreStats()
-    records, texts, rejected = [], [], []
-    for number, raw in chunk:
-        try:
-            line, bad = raw.decode("utf-8"), None
-        except UnicodeDecodeError as e:
-            line, bad = raw.decode("utf-8", "replace"), f"not UTF-8 ({e.reason} at byte {e.start})"
-        if number == 1:
-            line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
-        if blank_line(line):
-            continue  # JSONL's blank lines hold no record (a line of U+00A0 is no blank one, but malformed)
-        stats.read += 1
-        try:
-            if bad:
-                raise ValueError(bad)
-            record = parse_json_line(line)  # deep nesting too is a ValueError, not a RecursionError
-            text = _text_of(record, text_field)
-            _check_writable(line, record)
-            texts.append(text)
-            records.append(record)
-        except (ValueError, KeyError, TypeError) as e:
-            reason = e.msg if isinstance(e, json.JSONDecodeError) else str(e.args[0]) if e.args else str(e)
-            if not rejecting:
-                raise DataError(name, number, reason, fix) from None
-            entry = {"line": number, "error": reason, "raw": line.rstrip("\r\n")}
-            if bad:  # `raw` is readable, with U+FFFD for the bytes UTF-8 refused; these are the line's own bytes
-                entry["raw_base64"] = base64.b64encode(raw.rstrip(b"\r\n")).decode("ascii")
-            rejected.append(json.dumps(entry, ensure_ascii=False) + "\n")
-            stats.rejected += 1
-    out = []
-    if texts:
-        batch = classifier.predict_proba(texts)
-        masses = [None] * len(records) if batch.label_mass is None else batch.label_mass
-        for record, probs, mass in zip(records, batch.probs, masses, strict=True):
-            result = classifier.result(probs, mass)
-            for key in [k for k in result if k in record]:  # a gold `label` (prepared files) is kept, as input_label
-                record[_free_key(record, f"input_{key}")] = record.pop(key)
-            record.update(result)
-            out.append(json.dumps(record, ensure_ascii=False) + "\n")
-        stats.scored += len(records)
-    return "".join(out), "".join(rejected), stats
-
-
-def write(f: IO[Any], text: str) -> int:
-    """Write `text` to a binary file (or a text stdout) and return the bytes written."""
-    if f is sys.stdout:
-        f.write(text)
-        return 0
-    data = text.encode("utf-8")
-    rest = memoryview(data)
-    while rest:  # an unbuffered file may take part of it; a failed write then leaves no buffer to fail again
-        rest = rest[f.write(rest):]
-    return len(data)
 
 
 def check_options(src: str, dst: str, rejects: str | None, resume: bool, world: World) -> None:
@@ -251,19 +119,8 @@ def _score_locked(classifier: Classifier, src: str, dst: str, text_field: str | 
 
         return score_sharded(classifier, src, dst, text_field, rejects, chunk_size, progress, world)
     name = "<stdin>" if src == "-" else src
-    # A progress file only where there is a file to go back to: not for streams or devices (/dev/null).
-    tracked = "-" not in (src, dst) and (not Path(dst).exists() or Path(dst).is_file())
-    sidecar = progress_path(dst)
-    state = None
-    if tracked:
-        options = {"chunk_size": chunk_size, "batch_size": classifier.batch_size}
-        if classifier.max_batch_tokens is not None:  # absent when unset, as in progress files written before it
-            options["max_batch_tokens"] = classifier.max_batch_tokens
-        field = text_field or "text or prompt"
-        state = begin(src, dst, rejects, identity(src, run_dir, classifier.labels, field, rejects), options, resume)
-        state.save(sidecar)
-    else:
-        forget(dst)
+    state = _start(classifier, src, dst, text_field, rejects, chunk_size, resume, run_dir)
+    tracked, sidecar = state is not None, progress_path(dst)
     stats = ScoreStats(state.read, state.scored, state.rejected) if state else ScoreStats()
     first, offset = (state.lines + 1, state.input_bytes) if state else (1, 0)
     with contextlib.ExitStack() as stack:
@@ -281,23 +138,7 @@ def _score_locked(classifier: Classifier, src: str, dst: str, text_field: str | 
                    f"fix the line, or pass --rejects FILE to set such lines aside; {stats.scored} lines were "
                    "scored before it")
             out, rej, counts = score_chunk(classifier, chunk, name, text_field, frej is not None, fix)
-            target = dst
-            try:
-                out_bytes = write(fout, out)
-                target = rejects or dst
-                rej_bytes = write(frej, rej) if frej else 0
-                for path, f in ((dst, fout), (rejects, frej)):
-                    target = path
-                    if f is not None:
-                        f.flush()
-                        if tracked:  # on disk before the progress file says so
-                            os.fsync(f.fileno())
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                kept = (f"the {stats.scored} lines scored before this chunk are kept, and `--resume` goes on from "
-                        "there" if tracked else "")
-                raise write_error(e, target or dst, kept) from None
+            out_bytes, rej_bytes = _write_chunk((dst, fout, out), (rejects, frej, rej), tracked, stats.scored)
             stats.add(counts)
             bar.update(size)
             if state is not None:
@@ -311,3 +152,41 @@ def _score_locked(classifier: Classifier, src: str, dst: str, text_field: str | 
     if stats.rejected:
         logger.warning("%d malformed lines written to %s", stats.rejected, rejects)
     return stats
+
+
+def _start(classifier: Classifier, src: str, dst: str, text_field: str | None, rejects: str | None,
+           chunk_size: int, resume: bool, run_dir: str | Path | None) -> Progress | None:
+    """The progress to go on from (a fresh one unless resuming), with the files ready to append to; None where
+    there is no file to go back to (a stream, or a device such as /dev/null), whose stale progress file goes."""
+    if "-" in (src, dst) or (Path(dst).exists() and not Path(dst).is_file()):
+        forget(dst)
+        return None
+    options = {"chunk_size": chunk_size, "batch_size": classifier.batch_size}
+    if classifier.max_batch_tokens is not None:  # absent when unset, as in progress files written before it
+        options["max_batch_tokens"] = classifier.max_batch_tokens
+    run = Run(run_dir) if run_dir is not None else classifier.run
+    ident = identity(src, run, classifier.labels, text_field or "text or prompt", rejects)
+    state = begin(src, dst, rejects, ident, options, resume)
+    state.save(progress_path(dst))
+    return state
+
+
+def _write_chunk(output: tuple[str, IO[Any] | None, str], rejected: tuple[str | None, IO[Any] | None, str],
+                 tracked: bool, scored: int) -> tuple[int, int]:
+    """Write a chunk's output and rejects lines, on disk (fsync) before a progress file may say so; the bytes
+    written to each. A failed write is one error naming the file and what is kept."""
+    written = []
+    for path, f, text in (output, rejected):
+        try:
+            written.append(write(f, text) if f is not None else 0)
+            if f is not None:
+                f.flush()
+                if tracked:
+                    os.fsync(f.fileno())
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            kept = (f"the {scored} lines scored before this chunk are kept, and `--resume` goes on from there"
+                    if tracked else "")
+            raise write_error(e, path or output[0], kept) from None
+    return written[0], written[1]

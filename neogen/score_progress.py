@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from neogen.errors import NeogenError
-from neogen.rundir import ADAPTER_DIR, CALIBRATION_FILE, CODEC_FILE, RECIPE_FILE, THRESHOLDS_FILE
+from neogen.run import Run
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".progress.json"
 VERSION = 1
 HEAD_BYTES = 1 << 16  # enough to tell two files of the same size and mtime apart, cheap on any file
-SETTINGS = (RECIPE_FILE, THRESHOLDS_FILE, CALIBRATION_FILE)  # run files that change the answers
 
 
 @dataclass
@@ -76,24 +75,16 @@ def _sha256_file(path: Path, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def identity(src: str, run_dir: str | Path | None, labels: list[str], text_field: str,
+def identity(src: str, run: Run | str | Path | None, labels: list[str], text_field: str,
              rejects: str | None) -> dict[str, Any]:
     """What an output is made from: the input (size, mtime, first bytes), the run, the text field, the rejects."""
     st = os.stat(src)
-    run: dict[str, Any] = {"labels_sha256": hashlib.sha256(json.dumps(labels).encode()).hexdigest()}
-    if run_dir is not None:
-        run_dir = Path(run_dir).expanduser().resolve()
-        # labels.json for the label set; the files that turn logits into answers (tuned thresholds, calibration,
-        # recipe); the adapter files' sizes and mtimes, which catch a retrain into the same folder.
-        settings = [[name, _sha256_file(run_dir / name)] for name in SETTINGS if (run_dir / name).is_file()]
-        adapter = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in (run_dir / ADAPTER_DIR).glob("*") if p.is_file())
-        run = {"path": str(run_dir), "labels_sha256": _sha256_file(run_dir / CODEC_FILE),
-               "settings_sha256": hashlib.sha256(json.dumps(settings).encode()).hexdigest(),
-               "adapter_sha256": hashlib.sha256(json.dumps(adapter).encode()).hexdigest()}
+    run = Run(run) if isinstance(run, str | Path) else run
+    fingerprint = (run.fingerprint() if run is not None else
+                   {"labels_sha256": hashlib.sha256(json.dumps(labels).encode()).hexdigest()})
     return {"input": {"path": str(Path(src).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                       "head_sha256": _sha256_file(Path(src), HEAD_BYTES)},
-            "run": run, "text_field": text_field, "rejects": str(Path(rejects).resolve()) if rejects else None}
+            "run": fingerprint, "text_field": text_field, "rejects": str(Path(rejects).resolve()) if rejects else None}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -104,8 +95,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         diffs.append(f"the input {now['path']} is {now['size']} bytes, it was {was['size']}")
     elif was["mtime_ns"] != now["mtime_ns"] or was["head_sha256"] != now["head_sha256"]:
         diffs.append(f"the input {now['path']} was modified (mtime or first bytes differ)")
-    for key, what in (("path", "run directory"), ("labels_sha256", "run's labels.json"),
-                      ("settings_sha256", "run's " + " or ".join(SETTINGS)), ("adapter_sha256", "run's adapter")):
+    settings = f"run's {Run.RECIPE_FILE}, {Run.THRESHOLDS_FILE} or {Run.CALIBRATION_FILE}"
+    for key, what in (("path", "run directory"), ("labels_sha256", f"run's {Run.CODEC_FILE}"),
+                      ("settings_sha256", settings), ("adapter_sha256", "run's adapter")):
         if old["run"].get(key) != new["run"].get(key):
             diffs.append(f"the {what} differs" + (f" ({old['run'].get(key)} before)" if key == "path" else ""))
     if old["text_field"] != new["text_field"]:

@@ -21,7 +21,7 @@ from neogen import distributed
 from neogen.classify import Classifier
 from neogen.distributed import World
 from neogen.errors import NeogenError
-from neogen.score import ScoreStats, chunks, input_lines, score_chunk, write
+from neogen.score_lines import ScoreStats, chunks, input_lines, score_chunk, write
 from neogen.score_progress import forget
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,6 @@ from neogen.forward import next_token_logits, suffix_logits
 from neogen.labels import LabelCodec
 from neogen.multilabel import MultiLabelCodec
 from neogen.read import Example, load_examples
-from neogen.rundir import CALIBRATION_FILE, THRESHOLDS_FILE
 from neogen.thresholds import Thresholds, at_least_one_rule, tune_thresholds
 
 Codec = LabelCodec | MultiLabelCodec
@@ -68,6 +67,19 @@ class Task:
     def completion_token_ids(self) -> list[int]:
         """Every token the classifier reads its answer from (the rows `lora.train_label_tokens` trains)."""
         return sorted(self.codec.token_ids)
+
+    @property
+    def classes(self) -> LabelCodec:
+        """The codec of the completion tokens: of the labels, or of the label sets (powerset)."""
+        return self.codec
+
+    def label_set_report(self, splits: dict[str, list[Example]]) -> dict[str, Any] | None:
+        """What the data report says of label sets (None for single-label data)."""
+        return None
+
+    def prepared_row(self, example: Example) -> dict[str, Any]:
+        """The completion and label(s) of a prepared (prompt/completion JSONL) row."""
+        return {"completion": self.codec.completions[self.codec.index(example.label)], "label": example.label}
 
     def class_weights(self, examples: list[Example], spec: str | dict[str, float]) -> torch.Tensor | None:
         raise NotImplementedError
@@ -207,8 +219,6 @@ class SingleLabelTask(Task):
     decision_option = "--calibrate"
     decision_done = "temperature fitted"
 
-    decision_file = CALIBRATION_FILE
-
     def fit_decision(self, examples: list[Example], probs: np.ndarray | None, recipe: Any,
                      split: str) -> Temperature | Thresholds | None:
         if probs is None:
@@ -264,6 +274,27 @@ class MultiLabelTask(Task):
     def label_counts(self, examples: list[Example]) -> Counter:
         return Counter(label for ex in examples for label in ex.labels)
 
+    @property
+    def classes(self) -> LabelCodec:
+        return self.codec.classes
+
+    def label_set_report(self, splits: dict[str, list[Example]]) -> dict[str, Any] | None:
+        """The encoding, how many label sets, labels per row, and sets unseen in training."""
+        train_sets = {ex.label for ex in splits.get("train", [])}
+        out: dict[str, Any] = {"encoding": self.name, "distinct_in_train": len(train_sets)}
+        for name, part in splits.items():
+            if part:
+                sizes = [len(ex.labels) for ex in part]
+                out[name] = {"labels_per_row": round(sum(sizes) / len(sizes), 3),
+                             "rows_without_label": sizes.count(0),
+                             "rows_with_unseen_set": sum(ex.label not in train_sets for ex in part)}
+        return out
+
+    def prepared_row(self, example: Example) -> dict[str, Any]:
+        """The label tokens in order (independent, yes_no), for reading only."""
+        completion = "".join(self.classes.completions[self.classes.index(lab)] for lab in example.labels)
+        return {"completion": completion, "labels": list(example.labels)}
+
     def targets(self, examples: list[Example], training: bool) -> list[Any]:
         return [self.codec.multi_hot(ex.labels) for ex in examples]
 
@@ -303,7 +334,6 @@ class MultiLabelTask(Task):
 
     decision_option = "--tune-thresholds"
     decision_done = "thresholds tuned"
-    decision_file = THRESHOLDS_FILE
 
     def decision_after_training(self, recipe: Any) -> tuple[bool, bool]:
         return True, recipe.multilabel.threshold in ("per_label", "shared")
@@ -369,6 +399,11 @@ class PowersetTask(MultiLabelTask):
     def __init__(self, codec: Codec) -> None:
         super().__init__(codec)
         self._membership = torch.as_tensor(self.codec.membership())  # (K, L): row k the label set of class k
+
+    def prepared_row(self, example: Example) -> dict[str, Any]:
+        """The label set's token; empty for a set unseen in training."""
+        k = self.codec.class_index(example.labels)
+        return {"completion": "" if k is None else self.classes.completions[k], "labels": list(example.labels)}
 
     def targets(self, examples: list[Example], training: bool) -> list[Any]:
         if training:  # training sets are the codec's classes

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from neogen.errors import ConfigError, NeogenError
-from neogen.rundir import read_json
+from neogen.folders import read_json
 
 logger = logging.getLogger(__name__)
 

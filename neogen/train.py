@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +39,6 @@ from neogen.read import Example, load_examples
 from neogen.recipe import DataConfig, Recipe
 from neogen.resume import check_resumed_data, resumable, resume_point, truncate_metrics
 from neogen.run import Run
-from neogen.rundir import (
-    ADAPTER_DIR,
-    CALIBRATION_FILE,
-    CHECKPOINTS_DIR,
-    CODEC_FILE,
-    DATA_REPORT_FILE,
-    LAST_ADAPTER_DIR,
-    METRICS_FILE,
-    RECIPE_FILE,
-    RESULTS_FILE,
-    replace_file,
-)
 from neogen.tasks import Task, task_for
 
 logger = logging.getLogger(__name__)
@@ -182,8 +169,8 @@ class FineTune:
     """One training run, in the order it happens; each phase reads what the ones before it set up."""
 
     def __init__(self, recipe: Recipe, run: Run, resume: bool, callbacks: list[Any] | None, progress: bool) -> None:
-        self.recipe, self.run_dir, self.callbacks, self.progress = recipe, run.path, callbacks or [], progress
-        self.folder = run
+        self.recipe, self.folder, self.callbacks, self.progress = recipe, run, callbacks or [], progress
+        self.run_dir = run.path
         self.world = distributed.world()
         self.resume_from = resume_point(run.path, recipe) if resume else None
         if self.resume_from is None:
@@ -259,22 +246,13 @@ class FineTune:
         Everything that can refuse this run has run by now: only from here on is an earlier run's folder replaced,
         so a refused run leaves it whole, never its old adapter beside this run's labels.
         """
-        run_dir = self.run_dir
         if self.resume_from is None:
             self.folder.clear_earlier()
-            (run_dir / METRICS_FILE).unlink(missing_ok=True)
         else:
-            truncate_metrics(run_dir / METRICS_FILE, int(self.resume_from.name.removeprefix("checkpoint-")))
-            # A resumed run (more epochs after a finished one) that is stopped midway must not look finished: a
-            # later fresh run would take its checkpoints for a finished run's and delete them.
-            (run_dir / RESULTS_FILE).unlink(missing_ok=True)
-        # Replaced whole: under torchrun the other ranks may be reading them to check a resume.
-        replace_file(run_dir / CODEC_FILE, self.data.task.codec.save)
-        replace_file(run_dir / RECIPE_FILE, self.recipe.save)
+            truncate_metrics(self.folder.metrics_log, int(self.resume_from.name.removeprefix("checkpoint-")))
+            self.folder.drop_results()  # more epochs after a finished run: stopped midway, it must not look finished
         # With the number of processes, so a resume can tell a checkpoint missing a rank's RNG state from a smaller run.
-        report = {**self.data.report, "processes": self.world.size}
-        replace_file(run_dir / DATA_REPORT_FILE, lambda path: path.write_text(
-            json.dumps(report, indent=2, ensure_ascii=False) + "\n"))
+        self.folder.save_setup(self.data.task.codec, self.recipe, {**self.data.report, "processes": self.world.size})
 
     # --- fit ----------------------------------------------------------------------------------------------
     def fit(self) -> tuple[Any, float, Any]:
@@ -287,7 +265,7 @@ class FineTune:
             eval_dataset=data.dataset("valid", training=False) if has_valid else None,
             data_collator=CompletionCollator(self.tokenizer.pad_token_id),
             compute_metrics=(lambda p: data.task.validation_metrics(p.predictions, p.label_ids)) if has_valid else None,
-            callbacks=[_metrics_logger(self.run_dir / METRICS_FILE), *self.callbacks],
+            callbacks=[_metrics_logger(self.folder.metrics_log), *self.callbacks],
             task=data.task, loss=t.loss, class_weights=data.class_weights)
         _log_through_logging(trainer)
         start = time.perf_counter()
@@ -305,7 +283,7 @@ class FineTune:
         t = self.recipe.train
         strategy = "steps" if t.eval_steps else "epoch"
         return TrainingArguments(
-            output_dir=str(self.run_dir / CHECKPOINTS_DIR), num_train_epochs=t.epochs,
+            output_dir=str(self.folder.checkpoints_dir), num_train_epochs=t.epochs,
             per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size,
             gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=t.weight_decay,
             optim=t.optimizer, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup,
@@ -328,9 +306,9 @@ class FineTune:
         """Save the adapter, fit the decision on the validation split, evaluate every split, write results.json."""
         from neogen.classify import Classifier
 
-        run_dir, data, t = self.run_dir, self.data, self.recipe.train
-        self.model.save_pretrained(run_dir / ADAPTER_DIR)
-        _keep_last_checkpoint(run_dir, trainer)
+        data, t = self.data, self.recipe.train
+        self.model.save_pretrained(self.folder.adapter_dir)
+        self.folder.keep_last_checkpoint()
         if self.replaced_attention:  # evaluated as Classifier.load will score it, so results match `neogen eval`
             self.model.set_attn_implementation(self.replaced_attention)
         classifier = Classifier(self.model, self.tokenizer, data.task.codec, max_length=t.max_length,
@@ -349,14 +327,14 @@ class FineTune:
                   for name in ("train", "valid", "test") if data.splits[name] and name in wanted}
         summary |= self.fit_decision(classifier, scored)
         summary |= self.evaluate(classifier, scored)
-        (run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        self.folder.save_results(summary)
         return summary
 
     def fit_decision(self, classifier: Any, scored: dict[str, Any]) -> dict[str, Any]:
         """The softmax temperature (single-label, train.calibrate) or the multi-label thresholds, fitted on the
         validation split, saved in the run and set on `classifier`, so every split is evaluated with it."""
-        run_dir, task = self.run_dir, self.data.task
-        (run_dir / CALIBRATION_FILE).unlink(missing_ok=True)  # a temperature from an earlier run in this dir
+        task = self.data.task
+        self.folder.drop_calibration()  # a temperature from an earlier run in this dir
         saved, tuned = task.decision_after_training(self.recipe)
         if not saved:
             return {}
@@ -367,7 +345,7 @@ class FineTune:
         decision = task.fit_decision(self.data.splits["valid"], valid, self.recipe, split="valid")
         if decision is None:
             return {}
-        decision.save(run_dir / task.decision_file)
+        self.folder.save_decision(decision)
         classifier.set_decision(decision)
         return task.decision_summary(decision)
 
@@ -381,7 +359,7 @@ class FineTune:
                 continue
             raw = scored[name]
             probs = data.task.calibrated(raw.probs, classifier.calibration)
-            metrics = classifier.evaluate(data.splits[name], self.run_dir / "eval" / name, {"split": name},
+            metrics = classifier.evaluate(data.splits[name], self.folder.eval_dir(name), {"split": name},
                                           probs=probs)
             out[name] = data.task.summary(metrics)
             if classifier.calibration is not None:  # what the temperature changed, on every split
@@ -405,16 +383,3 @@ def _log_through_logging(trainer: Any) -> None:
 
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(LoggedProgress)
-
-
-def _keep_last_checkpoint(run_dir: Path, trainer: Any) -> None:
-    """Copy the last checkpoint's adapter to run_dir/last (run_dir/adapter holds the best one)."""
-    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not checkpoints:
-        return
-    last = run_dir / LAST_ADAPTER_DIR
-    shutil.rmtree(last, ignore_errors=True)
-    last.mkdir()
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        if (checkpoints[-1] / name).exists():
-            shutil.copy2(checkpoints[-1] / name, last / name)

@@ -218,18 +218,18 @@ def test_thresholds_for_other_labels_are_refused(tiny_run, tmp_path):
 
 def test_multilabel_thresholds_must_hold_the_codec_labels_in_its_order(gpt2_bpe, tmp_path):
     from neogen.multilabel import MultiLabelCodec
-    from neogen.rundir import check_threshold_labels
+    from neogen.run import check_threshold_labels
     from neogen.thresholds import Thresholds
 
     codec = MultiLabelCodec.fit([("anger",), ("joy", "fear")], gpt2_bpe, "independent")
-    check_threshold_labels(Thresholds.default(["anger", "fear", "joy"]), codec, tmp_path)
+    check_threshold_labels(Thresholds.default(["anger", "fear", "joy"]), codec.labels, True, tmp_path)
     cases = {("joy", "fear", "anger"): "the same labels in another order",
              ("anger", "fear"): "it lacks 'joy' \\(fix: delete it \\(0.5 for every label\\) and re-tune with "
                                 "`neogen eval .* VALID --tune-thresholds`\\)",
              ("anger", "fear", "joy", "love"): "it has labels the run does not: 'love'"}
     for labels, message in cases.items():
         with pytest.raises(NeogenError, match=message):
-            check_threshold_labels(Thresholds.default(labels), codec, tmp_path)
+            check_threshold_labels(Thresholds.default(labels), codec.labels, True, tmp_path)
 
 
 # Texts that are not strings are refused up front, naming the index, instead of failing inside the tokenizer.

@@ -10,8 +10,7 @@ from test_train import tiny_recipe
 
 from neogen.errors import LockedError, NeogenError, OutputError
 from neogen.recipe import Recipe
-from neogen.run import Run
-from neogen.rundir import RUN_MARKER
+from neogen.run import RUN_MARKER, Run
 from neogen.train import train
 
 
@@ -40,7 +39,8 @@ def test_train_writes_its_marker_first_and_a_refused_run_leaves_an_earlier_one_w
     run = train(recipe)
     assert json.loads((run / RUN_MARKER).read_text())["kind"] == "run"
     adapter = (run / "adapter" / "adapter_model.safetensors").read_bytes()
-    bad = Recipe.from_dict({**recipe.to_dict(), "data": {**recipe.to_dict()["data"], "train": str(tmp_path / "no.csv")}})
+    data = {**recipe.to_dict()["data"], "train": str(tmp_path / "no.csv")}
+    bad = Recipe.from_dict({**recipe.to_dict(), "data": data})
     with pytest.raises(NeogenError):
         train(bad)
     assert (run / "adapter" / "adapter_model.safetensors").read_bytes() == adapter

@@ -39,4 +39,3 @@ def test_the_option_that_refits_a_decision_names_the_task_kind(gpt2_bpe, encodin
              else MultiLabelCodec.fit(SETS, gpt2_bpe, encoding))
     task = task_for(codec)
     assert task.decision_option == ("--tune-thresholds" if task.multi_label else "--calibrate")
-    assert task.decision_file == ("thresholds.json" if task.multi_label else "calibration.json")
