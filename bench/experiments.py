@@ -53,7 +53,7 @@ TRAINING_VARIANTS = {"model": "smollm2-135m", "data": STUDENT, "text_column": "e
                      "rows": 160, "max_length": 128, "precision": "auto"}
 MULTILABEL = {"train_rows": 4000, "valid_rows": 500, "subset_rows": 1000, "speed_rows": 1000}
 SERVE = {"model": "smollm2-135m", "data": TREC, "precision": "auto", "batch_size": 64, "max_length": 256,
-         "max_wait_ms": 5.0, "max_batch_tokens": None}
+         "max_wait_ms": 20.0, "max_batch_tokens": None}
 
 
 def scoring_variants() -> list[Experiment]:

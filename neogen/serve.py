@@ -5,13 +5,13 @@
                            (ending with the separator or not), max_tokens 1, temperature 0, logprobs k
     GET  /v1/models        the one model served;  GET /healthz;  GET /  a form that draws the probabilities as bars
 
-Dynamic batching: every request's texts join one queue; a single worker thread takes what is queued (waiting up to
-`max_wait_ms` for more when it was idle) and scores it in one call, which splits it into forward passes under the
-classifier's batch size and token budget. Concurrent clients so share passes, and the model is only ever used by
-one thread. The queue is bounded: a request that would overfill it gets 503 with Retry-After at once, instead of a
-queue (and latency) that grows without bound. Bad requests get a 4xx JSON error naming the problem, in the shape
-OpenAI's clients read (`{"error": {"message": ...}}`). SIGTERM stops accepting connections, answers every request
-already accepted, and exits 0.
+Dynamic batching: every request's texts join one queue; a single worker thread takes what is queued once requests
+stop arriving (no new one for a quarter of `max_wait_ms`, or `max_wait_ms` in all) and scores it in one call,
+which splits it into forward passes under the classifier's batch size and token budget. Concurrent clients so
+share passes, and the model is only ever used by one thread. The queue is bounded: a request that would overfill
+it gets 503 with Retry-After at once, instead of a queue (and latency) that grows without bound. Bad requests get
+a 4xx JSON error naming the problem, in the shape OpenAI's clients read (`{"error": {"message": ...}}`). SIGTERM
+stops accepting connections, answers every request already accepted, and exits 0.
 """
 
 import asyncio
@@ -49,7 +49,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     name: str = "neogen"  # the model id /v1/models and completions answer with
-    max_wait_ms: float = 5.0  # how long an idle worker waits for more requests to share a pass
+    max_wait_ms: float = 20.0  # how long the worker waits for requests to share a pass (a quarter without one ends it)
     max_batch_texts: int | None = None  # texts per scoring call (default: 4 x the classifier's batch size)
     max_queue: int = 1024  # texts accepted and not yet answered, at most
     max_request_texts: int = 256
@@ -186,7 +186,7 @@ class Batcher:
             self.pending -= len(texts)
 
     async def work(self) -> None:
-        """Take what is queued (after a short wait for company when idle), score it, hand out the results."""
+        """Take what is queued (once requests stop arriving), score it, hand out the results."""
         loop = asyncio.get_running_loop()
         while True:
             if not self.jobs:
@@ -194,12 +194,8 @@ class Batcher:
                     return
                 self.wake.clear()
                 await self.wake.wait()
-                deadline = loop.time() + self.max_wait
-                while self.queued() < self.max_batch_texts and not self.closing and loop.time() < deadline:
-                    self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), deadline - loop.time())
                 continue
+            await self.gather(loop)
             batch = self.take()
             start = time.perf_counter()
             try:
@@ -217,6 +213,21 @@ class Batcher:
             for job, result in zip(batch, results, strict=True):
                 if not job.future.done():  # a client that went away cancelled its future
                     job.future.set_result(result)
+
+    async def gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait while requests keep arriving, so that they share the pass: until none came for a quarter of
+        max_wait, max_wait passed, or a full batch is queued. After a pass, the clients it answered send their next
+        requests within a few milliseconds; starting at once would score the first few alone."""
+        deadline = loop.time() + self.max_wait
+        while self.queued() < self.max_batch_texts and not self.closing:
+            left = min(self.max_wait / 4, deadline - loop.time())
+            if left <= 0:
+                return
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), left)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                return
 
     def queued(self) -> int:
         return sum(len(job.texts) for job in self.jobs)
