@@ -95,7 +95,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         diffs.append(f"the input {now['path']} is {now['size']} bytes, it was {was['size']}")
     elif was["mtime_ns"] != now["mtime_ns"] or was["head_sha256"] != now["head_sha256"]:
         diffs.append(f"the input {now['path']} was modified (mtime or first bytes differ)")
-    settings = f"run's {Run.RECIPE_FILE}, {Run.THRESHOLDS_FILE} or {Run.CALIBRATION_FILE}"
+    settings = f"run's {Run.RECIPE_FILE} or {Run.THRESHOLDS_FILE} or {Run.CALIBRATION_FILE}"
     for key, what in (("path", "run directory"), ("labels_sha256", f"run's {Run.CODEC_FILE}"),
                       ("settings_sha256", settings), ("adapter_sha256", "run's adapter")):
         if old["run"].get(key) != new["run"].get(key):

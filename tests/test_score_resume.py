@@ -109,8 +109,10 @@ def test_changed_input_or_options_refuse_to_resume(clf, tiny_run, tmp_path, monk
         score(clf, src, out, rejects=rej, run_dir=tiny_run, text_field="body", resume=True)
     with pytest.raises(NeogenError, match=r"rejects file was .*rej.jsonl, now none"):
         score(clf, src, out, run_dir=tiny_run, resume=True)
+    other = shutil.copytree(tiny_run, tmp_path / "other", ignore=shutil.ignore_patterns("checkpoints", "last"))
     with pytest.raises(NeogenError, match=r"run directory differs"):
-        score(clf, src, out, rejects=rej, resume=True)
+        score(clf, src, out, rejects=rej, run_dir=other, resume=True)
+    # Without run_dir the classifier's own run is the one fingerprinted: the same run, so no refusal on that count.
     original, st = src.read_bytes(), src.stat()
     with src.open("a") as f:
         f.write(json.dumps({"text": "one more"}) + "\n")
