@@ -71,7 +71,8 @@ def check_distinct_files(src: str, dst: str, rejects: str | None) -> None:
     for role, real in named.items():
         for other, real_other in named.items():
             if other < role and real == real_other:
-                raise NeogenError(f"the {role} and the {other} are one file, {paths[role]} (fix: {fix})")
+                raise NeogenError(f"input, output and rejects must be different files: the {role} and the {other} "
+                                  f"are one file, {paths[role]} (fix: {fix})")
     refuse_same_files({
         "input": (src if src != "-" else "<stdin>", stream_id(0) if src == "-" else file_id(src)),
         "output": (dst if dst != "-" else "<stdout>", stream_id(1) if dst == "-" else file_id(dst)),
