@@ -83,8 +83,13 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_score(args: argparse.Namespace) -> None:
     from neogen import distributed
     from neogen.classify import Classifier
+    from neogen.ray import check_cluster_options, score_command  # Ray itself is imported only under --ray
     from neogen.score import check_options, output_lock, score_jsonl
 
+    check_cluster_options(args)
+    if args.ray:
+        score_command(args)
+        return
     world = distributed.world()  # under torchrun: this process's rank, scoring every WORLD_SIZE-th chunk
     # Before minutes of model loading: the options, the files, and a lock that proves the output can be written.
     check_options(args.input, args.output, args.rejects, args.resume, world)
@@ -254,6 +259,17 @@ def _score_command(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="go on where an interrupted run into OUTPUT stopped (from OUTPUT.progress.json)")
+    p.add_argument("--ray", action="store_true", help="score on a Ray cluster (pip install 'neogen[ray]'): INPUT is "
+                   "a JSONL or Parquet file, a folder or a glob; OUTPUT a folder of part files and manifest.json")
+    p.add_argument("--address", help="--ray: the cluster's HOST:PORT, as `ray start --head` prints it (default: "
+                   "RAY_ADDRESS, else a cluster started on this machine, else a new local one)")
+    p.add_argument("--actors", type=_positive, help="--ray: model replicas (default: one per GPU, or without GPUs one "
+                   "per node of the smallest node's size)")
+    p.add_argument("--gpus-per-actor", type=float, help="--ray: GPUs per replica; 0.5 puts two on a GPU (default: 1 "
+                   "where the cluster has GPUs, else 0)")
+    p.add_argument("--cpus-per-actor", type=float, help="--ray: CPUs per replica, its torch threads (default: 1 with "
+                   "GPUs; without, a node's CPUs, or the cluster's CPUs shared among --actors)")
+    p.add_argument("--single-file", action="store_true", help="--ray: write OUTPUT as one file, in input order")
     p.set_defaults(func=cmd_score)
 
 
