@@ -182,7 +182,7 @@ def test_resuming_with_other_batch_options_warns_and_finishes(clf, tmp_path, mon
     out = tmp_path / "out.jsonl"
     score_interrupted(monkeypatch, clf, src, out, 2)
     assert json.loads(progress_path(str(out)).read_text())["options"] == {"chunk_size": 3, "batch_size": 2}
-    budgeted = Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=2, max_batch_tokens=64)
+    budgeted = Classifier(clf.model, clf.tokenizer, clf.codec, batch_size=2, max_batch_tokens=64, run=clf.run)
     with caplog.at_level(logging.WARNING, logger="neogen"):
         stats = score(budgeted, src, out, resume=True)
     assert "'max_batch_tokens': 64" in caplog.text and "may differ from an uninterrupted run" in caplog.text
