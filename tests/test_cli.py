@@ -255,6 +255,6 @@ def test_train_into_a_file_or_a_full_disk_is_one_error_line(tmp_path, monkeypatc
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "adapter_model.safetensors"))
 
-    monkeypatch.setattr(sys.modules["neogen.train"], "train", full)  # `neogen.train` names the function
+    monkeypatch.setattr(sys.modules["neogen.train"], "fine_tune", full)
     assert cli.main(["train", "-", "data.train=data/questions.csv"]) == 74
     assert "adapter_model.safetensors: no space left on the device" in capsys.readouterr().err
