@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,7 +91,21 @@ def output_lock(dst: str, world: World | None = None) -> contextlib.AbstractCont
     world = world or distributed.world()
     if dst == "-" or not world.is_main:
         return contextlib.nullcontext()
-    return FileLock(dst, f"the output {dst} (another `neogen score` is writing it)")
+    return _locked_output(dst)
+
+
+@contextlib.contextmanager
+def _locked_output(dst: str) -> Iterator[None]:
+    """The lock creates the output when it is missing; a run that fails before writing a byte removes that empty
+    file again (neogen created it), so a refused run leaves no output behind."""
+    existed = os.path.lexists(dst)
+    try:
+        with FileLock(dst, f"the output {dst} (another `neogen score` is writing it)"):
+            yield
+    except BaseException:
+        if not existed and os.path.isfile(dst) and os.path.getsize(dst) == 0:
+            os.unlink(dst)
+        raise
 
 
 def score_jsonl(classifier: Classifier, src: str, dst: str, text_field: str | None = None, rejects: str | None = None,
